@@ -1,0 +1,216 @@
+"""Load Hugging Face BERT / DistilBERT safetensors checkpoints into `minibert.model.Bert`.
+
+Every key in the checkpoint is accounted for by one explicit table per architecture:
+  - NAMES:   checkpoint name -> our parameter name, for the weights we use ("{i}" is the layer index);
+  - TIED:    names of the decoder, which is the word-embedding matrix transposed (and the head bias), so
+             a copy in the file must be identical to what it is tied to;
+  - SKIPPED: prefixes we ignore on purpose, each with the reason.
+A key in none of them is an error, every shape is checked against the model built from config.json,
+and every parameter of the model must be filled. Two spellings are accepted for the same weight:
+the LayerNorm names of the original TensorFlow port (`LayerNorm.gamma` / `LayerNorm.beta`, still in the
+hub's bert-base-uncased file) and today's (`LayerNorm.weight` / `LayerNorm.bias`); and a bare encoder
+checkpoint (BertModel, DistilBertModel) stores its keys without the "bert." / "distilbert." prefix.
+A checkpoint with no MLM head at all (a BertModel) loads with a freshly initialised head and a warning.
+"""
+
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from minibert.config import BertConfig
+from minibert.errors import LoadError
+from minibert.hub import model_files
+from minibert.model import Bert
+
+# checkpoint name -> our name. Names containing "{i}" are repeated for every layer.
+NAMES = {
+    "bert": {
+        "bert.embeddings.word_embeddings.weight": "embeddings.word.weight",
+        "bert.embeddings.position_embeddings.weight": "embeddings.position.weight",
+        "bert.embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
+        "bert.embeddings.LayerNorm.weight": "embeddings.norm.weight",
+        "bert.embeddings.LayerNorm.bias": "embeddings.norm.bias",
+        "bert.encoder.layer.{i}.attention.self.query.weight": "layers.{i}.attention.query.weight",
+        "bert.encoder.layer.{i}.attention.self.query.bias": "layers.{i}.attention.query.bias",
+        "bert.encoder.layer.{i}.attention.self.key.weight": "layers.{i}.attention.key.weight",
+        "bert.encoder.layer.{i}.attention.self.key.bias": "layers.{i}.attention.key.bias",
+        "bert.encoder.layer.{i}.attention.self.value.weight": "layers.{i}.attention.value.weight",
+        "bert.encoder.layer.{i}.attention.self.value.bias": "layers.{i}.attention.value.bias",
+        "bert.encoder.layer.{i}.attention.output.dense.weight": "layers.{i}.attention.output.weight",
+        "bert.encoder.layer.{i}.attention.output.dense.bias": "layers.{i}.attention.output.bias",
+        "bert.encoder.layer.{i}.attention.output.LayerNorm.weight": "layers.{i}.attention_norm.weight",
+        "bert.encoder.layer.{i}.attention.output.LayerNorm.bias": "layers.{i}.attention_norm.bias",
+        "bert.encoder.layer.{i}.intermediate.dense.weight": "layers.{i}.ffn_in.weight",
+        "bert.encoder.layer.{i}.intermediate.dense.bias": "layers.{i}.ffn_in.bias",
+        "bert.encoder.layer.{i}.output.dense.weight": "layers.{i}.ffn_out.weight",
+        "bert.encoder.layer.{i}.output.dense.bias": "layers.{i}.ffn_out.bias",
+        "bert.encoder.layer.{i}.output.LayerNorm.weight": "layers.{i}.ffn_norm.weight",
+        "bert.encoder.layer.{i}.output.LayerNorm.bias": "layers.{i}.ffn_norm.bias",
+        "cls.predictions.transform.dense.weight": "head.transform.weight",
+        "cls.predictions.transform.dense.bias": "head.transform.bias",
+        "cls.predictions.transform.LayerNorm.weight": "head.norm.weight",
+        "cls.predictions.transform.LayerNorm.bias": "head.norm.bias",
+        "cls.predictions.bias": "head.bias",
+    },
+    "distilbert": {
+        "distilbert.embeddings.word_embeddings.weight": "embeddings.word.weight",
+        "distilbert.embeddings.position_embeddings.weight": "embeddings.position.weight",
+        "distilbert.embeddings.LayerNorm.weight": "embeddings.norm.weight",
+        "distilbert.embeddings.LayerNorm.bias": "embeddings.norm.bias",
+        "distilbert.transformer.layer.{i}.attention.q_lin.weight": "layers.{i}.attention.query.weight",
+        "distilbert.transformer.layer.{i}.attention.q_lin.bias": "layers.{i}.attention.query.bias",
+        "distilbert.transformer.layer.{i}.attention.k_lin.weight": "layers.{i}.attention.key.weight",
+        "distilbert.transformer.layer.{i}.attention.k_lin.bias": "layers.{i}.attention.key.bias",
+        "distilbert.transformer.layer.{i}.attention.v_lin.weight": "layers.{i}.attention.value.weight",
+        "distilbert.transformer.layer.{i}.attention.v_lin.bias": "layers.{i}.attention.value.bias",
+        "distilbert.transformer.layer.{i}.attention.out_lin.weight": "layers.{i}.attention.output.weight",
+        "distilbert.transformer.layer.{i}.attention.out_lin.bias": "layers.{i}.attention.output.bias",
+        "distilbert.transformer.layer.{i}.sa_layer_norm.weight": "layers.{i}.attention_norm.weight",
+        "distilbert.transformer.layer.{i}.sa_layer_norm.bias": "layers.{i}.attention_norm.bias",
+        "distilbert.transformer.layer.{i}.ffn.lin1.weight": "layers.{i}.ffn_in.weight",
+        "distilbert.transformer.layer.{i}.ffn.lin1.bias": "layers.{i}.ffn_in.bias",
+        "distilbert.transformer.layer.{i}.ffn.lin2.weight": "layers.{i}.ffn_out.weight",
+        "distilbert.transformer.layer.{i}.ffn.lin2.bias": "layers.{i}.ffn_out.bias",
+        "distilbert.transformer.layer.{i}.output_layer_norm.weight": "layers.{i}.ffn_norm.weight",
+        "distilbert.transformer.layer.{i}.output_layer_norm.bias": "layers.{i}.ffn_norm.bias",
+        "vocab_transform.weight": "head.transform.weight",
+        "vocab_transform.bias": "head.transform.bias",
+        "vocab_layer_norm.weight": "head.norm.weight",
+        "vocab_layer_norm.bias": "head.norm.bias",
+        "vocab_projector.bias": "head.bias",
+    },
+}
+
+# Copies of tied tensors some files still carry: checkpoint name -> the parameter of ours it must equal.
+TIED = {
+    "bert": {
+        "cls.predictions.decoder.weight": "embeddings.word.weight",  # decoder = E_word (transposed in use)
+        "cls.predictions.decoder.bias": "head.bias",
+    },
+    "distilbert": {
+        "vocab_projector.weight": "embeddings.word.weight",
+    },
+}
+
+# Prefixes of keys we leave out on purpose, with the reason.
+SKIPPED = {
+    "bert": {
+        "bert.pooler.": "the [CLS] pooler feeds only the next-sentence head, unused by masked-LM",
+        "cls.seq_relationship.": "the next-sentence-prediction head of BertForPreTraining, unused by masked-LM",
+        "bert.embeddings.position_ids": "a constant buffer arange(max_len) that old files saved; we compute it",
+        "bert.embeddings.token_type_ids": "a constant all-zero buffer that some files saved",
+    },
+    "distilbert": {
+        "distilbert.embeddings.position_ids": "a constant buffer arange(max_len) that old files saved; we compute it",
+    },
+}
+
+BASE_PREFIX = {"bert": "bert.", "distilbert": "distilbert."}  # dropped by bare-encoder checkpoints
+HEAD = "head."  # our MLM head's parameter names start with this
+
+
+def from_pretrained(name_or_path: str, dtype: torch.dtype | None = None, device=None) -> Bert:
+    """Build the model from config.json and fill it from safetensors. Returns it in eval mode.
+
+    name_or_path: a directory laid out like a hub snapshot, or a hub repo id (downloaded into the HF cache).
+    dtype: parameter dtype; None keeps float32. device: where the parameters live; None is the CPU.
+    """
+    files = model_files(name_or_path)
+    config = BertConfig.from_json_file(files.config)
+    with torch.device("meta"):  # build the modules without allocating or initialising memory
+        model = Bert(config)
+    model = model.to(dtype=dtype or torch.float32).to_empty(device=device or "cpu")  # uninitialised storage
+    load_weights(model, files.weights)
+    return model.eval()
+
+
+def expand_names(config: BertConfig) -> dict[str, str]:
+    """The NAMES table of config.arch with "{i}" expanded for every layer: checkpoint name -> our name."""
+    table = {}
+    for theirs, ours in NAMES[config.arch].items():
+        layers = range(config.num_layers) if "{i}" in theirs else [None]
+        for i in layers:
+            table[theirs.format(i=i)] = ours.format(i=i)
+    return table
+
+
+def load_weights(model: Bert, files: list[Path]) -> None:
+    """Copy every tensor of the safetensors `files` into `model`, checking names and shapes (see module doc)."""
+    arch = model.config.arch
+    names = expand_names(model.config)
+    params = dict(model.named_parameters())
+    # Per our parameter: the file that filled it. Tied copies are checked once everything is loaded.
+    filled, tied, unexpected = {}, [], []
+    with torch.no_grad():
+        for path in files:
+            for key, tensor in _read(path, BASE_PREFIX[arch]):
+                if key in names:
+                    ours = names[key]
+                    _check_shape(path, key, tensor, params[ours])
+                    if ours in filled:
+                        raise LoadError(f"{path}: {key} appears twice (in legacy and current spelling?)")
+                    params[ours].copy_(tensor)  # casts to the model's dtype and moves to its device
+                    filled[ours] = path
+                elif key in TIED[arch]:
+                    tied.append((path, key, tensor))
+                elif not any(key.startswith(prefix) for prefix in SKIPPED[arch]):
+                    unexpected.append(key)
+        if unexpected:
+            raise LoadError(
+                f"{files[0]}: {len(unexpected)} key(s) that a {arch} masked-LM checkpoint does not have, "
+                f"e.g. {unexpected[:5]}. Is this really a {arch} checkpoint matching its config.json?"
+            )
+        missing = [name for name in params if name not in filled]
+        head = [name for name in params if name.startswith(HEAD)]
+        if missing and sorted(missing) == sorted(head):  # a bare encoder: no MLM head in the file
+            warnings.warn(
+                f"{files[0]} has no masked-LM head (a {arch} encoder-only checkpoint); the head is freshly "
+                "initialised, so MLM predictions are random until it is trained",
+                stacklevel=3,
+            )
+            model.head.apply(model._init_weights)
+        elif missing:
+            raise LoadError(f"{files[0]}: {len(missing)} parameter(s) missing from the checkpoint, e.g. {missing[:5]}")
+        for path, key, tensor in tied:
+            ours = params[TIED[arch][key]]
+            _check_shape(path, key, tensor, ours)
+            if not torch.equal(tensor.to(device=ours.device, dtype=ours.dtype), ours):
+                raise LoadError(
+                    f"{path}: {key} differs from the tensor it is tied to ({TIED[arch][key]}); "
+                    "minibert ties the MLM decoder to the word embeddings, as BERT and DistilBERT do"
+                )
+
+
+def _read(path: Path, base_prefix: str):
+    """Yield (normalised name, tensor) for every tensor of one safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            bare = not any(key.startswith(base_prefix) for key in keys)  # a BertModel / DistilBertModel file
+            for key in keys:
+                yield _normalise(key, base_prefix if bare else ""), f.get_tensor(key)
+    except LoadError:
+        raise
+    except Exception as e:  # safetensors raises its own error type for a truncated or corrupt file
+        raise LoadError(f"{path}: not a readable safetensors file ({e}); re-download or re-export it") from None
+
+
+def _normalise(key: str, add_prefix: str) -> str:
+    """Current spelling of a checkpoint key: legacy LayerNorm gamma/beta -> weight/bias, base prefix restored."""
+    if key.endswith("LayerNorm.gamma"):
+        key = key[: -len("gamma")] + "weight"
+    elif key.endswith("LayerNorm.beta"):
+        key = key[: -len("beta")] + "bias"
+    if add_prefix and not key.startswith(("cls.", "vocab_")):
+        key = add_prefix + key
+    return key
+
+
+def _check_shape(path: Path, key: str, tensor: torch.Tensor, param: torch.Tensor) -> None:
+    if tensor.shape != param.shape:
+        raise LoadError(
+            f"{path}: {key} has shape {tuple(tensor.shape)} but config.json implies {tuple(param.shape)}; "
+            "the config and the weights do not belong together"
+        )

@@ -1,0 +1,89 @@
+"""Tiny random Hugging Face checkpoints, built and saved by the tests themselves (never downloaded).
+
+Every parameter, LayerNorms and biases included, is filled with seeded random values, so a weight
+loaded into the wrong place cannot hide behind an initialisation of ones or zeros.
+"""
+
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import save_file
+
+TINY_BERT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
+TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+
+
+def randomise_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter with seeded noise (LayerNorm weights around 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * 0.2
+            p.copy_(noise + 1.0 if "norm" in name.lower() and name.endswith("weight") else noise)
+    return model.eval()
+
+
+def hf_model(arch: str, cls_name: str | None = None, seed: int = 0):
+    """A tiny random transformers model: arch 'bert' (BertForMaskedLM) or 'distilbert' (DistilBertForMaskedLM)."""
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = transformers.BertConfig(**TINY_BERT)
+        cls = getattr(transformers, cls_name or "BertForMaskedLM")
+    else:
+        config = transformers.DistilBertConfig(**TINY_DISTILBERT)
+        cls = getattr(transformers, cls_name or "DistilBertForMaskedLM")
+    return randomise_(cls(config), seed)
+
+
+def save_hf(model, directory):
+    """save_pretrained as safetensors; returns the directory."""
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory):
+    model = hf_model("bert")
+    return save_hf(model, tmp_path_factory.mktemp("tiny-bert")), model
+
+
+@pytest.fixture(scope="session")
+def distilbert_dir(tmp_path_factory):
+    model = hf_model("distilbert")
+    return save_hf(model, tmp_path_factory.mktemp("tiny-distilbert")), model
+
+
+@pytest.fixture(scope="session")
+def legacy_bert_dir(tmp_path_factory, bert_dir):
+    """The layout of the hub's real bert-base-uncased file: LayerNorm.gamma/beta, pooler, NSP head,
+    the tied decoder stored as a copy, and the position_ids buffer."""
+    directory, model = bert_dir
+    out = tmp_path_factory.mktemp("tiny-bert-legacy")
+    state = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state[key] = value.clone().contiguous()
+    g = torch.Generator().manual_seed(1)
+    H = TINY_BERT["hidden_size"]
+    state["bert.pooler.dense.weight"] = torch.randn(H, H, generator=g)
+    state["bert.pooler.dense.bias"] = torch.randn(H, generator=g)
+    state["cls.seq_relationship.weight"] = torch.randn(2, H, generator=g)
+    state["cls.seq_relationship.bias"] = torch.randn(2, generator=g)
+    state["cls.predictions.decoder.weight"] = model.bert.embeddings.word_embeddings.weight.detach().clone()
+    state["cls.predictions.decoder.bias"] = model.cls.predictions.bias.detach().clone()
+    state["bert.embeddings.position_ids"] = torch.arange(TINY_BERT["max_position_embeddings"])[None]
+    save_file(state, str(out / "model.safetensors"))
+    config = json.loads((directory / "config.json").read_text())
+    config["architectures"] = ["BertForPreTraining"]
+    (out / "config.json").write_text(json.dumps(config))
+    return out, model
