@@ -34,6 +34,7 @@ class BertConfig:
     pad_token_id: int = 0  # id of [PAD]; its embedding row is initialised to zero
     initializer_range: float = 0.02  # std of the normal init, used only for a head missing from a checkpoint
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (softmax(QK^T/sqrt(d))V written out)
+    name_or_path: str = ""  # where the weights came from (hub repo id or directory); recorded in adapter files
 
     @property
     def head_size(self) -> int:

@@ -119,6 +119,7 @@ def from_pretrained(name_or_path: str, dtype: torch.dtype | None = None, device=
     """
     files = model_files(name_or_path)
     config = BertConfig.from_json_file(files.config)
+    config.name_or_path = str(name_or_path)
     with torch.device("meta"):  # build the modules without allocating or initialising memory
         model = Bert(config)
     model = model.to(dtype=dtype or torch.float32).to_empty(device=device or "cpu")  # uninitialised storage
@@ -134,6 +135,20 @@ def expand_names(config: BertConfig) -> dict[str, str]:
         for i in layers:
             table[theirs.format(i=i)] = ours.format(i=i)
     return table
+
+
+def module_names(config: BertConfig) -> dict[str, str]:
+    """Our module name -> the Hugging Face module name it was loaded from, derived from NAMES.
+
+    e.g. "layers.0.attention.query" -> "bert.encoder.layer.0.attention.self.query". methods/ uses it to
+    let users name target modules as PEFT does, and to write adapter files that PEFT can read.
+    """
+    suffix = ".weight"
+    return {
+        ours[: -len(suffix)]: theirs[: -len(suffix)]
+        for theirs, ours in expand_names(config).items()
+        if theirs.endswith(suffix)
+    }
 
 
 def load_weights(model: Bert, files: list[Path]) -> None:

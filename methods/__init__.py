@@ -1,0 +1,22 @@
+"""methods: parameter-efficient fine-tuning of a minibert model, one method per file.
+
+    import methods
+    methods.apply(model, "lora", r=8, alpha=16, dropout=0.1, target_modules=None)  # in place; returns model
+    trainable, total = methods.count_parameters(model)
+    methods.save_adapter(model, out_dir)              # adapter_config.json + adapter_model.safetensors (PEFT format)
+    model = methods.load_adapter(base_model, out_dir) # method and hyper-parameters come from the config
+    methods.merge(model); methods.unmerge(model)      # fold the adapters into W0, and back exactly
+
+Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py,
+inject.py (choosing and replacing target modules), peft_format.py (adapter files).
+"""
+
+from methods.base import AdapterError
+from methods.inject import METHODS, AdapterConfig, apply, count_parameters, merge, unmerge
+from methods.peft_format import load_adapter, save_adapter
+from methods.sora import gate_report, proximal_step
+
+__all__ = [
+    "METHODS", "AdapterConfig", "AdapterError", "apply", "count_parameters", "gate_report", "load_adapter",
+    "merge", "proximal_step", "save_adapter", "unmerge",
+]

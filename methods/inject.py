@@ -1,0 +1,110 @@
+"""Put a method into a model: replace the target nn.Linear modules by wrappers, freeze everything else.
+
+Target modules are named as in the Hugging Face checkpoint, as PEFT names them: a target t selects
+every linear layer whose HF module name is t or ends with "." + t. For BERT the layer names are
+query, key, value, dense (attention output, intermediate, output, and the MLM head's transform);
+for DistilBERT q_lin, k_lin, v_lin, out_lin, lin1, lin2, vocab_transform. `minibert.weights.module_names`
+translates between those names and ours.
+"""
+
+import inspect
+import re
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from methods.base import AdapterError, AdapterLinear
+from methods.hira import HiRALinear
+from methods.lora import LoRALinear
+from methods.sora import SoRALinear
+from minibert.model import Bert
+from minibert.weights import module_names
+
+METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear}
+DEFAULT_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}  # as in the LoRA paper: W_q, W_v
+
+
+@dataclass
+class AdapterConfig:
+    method: str  # a key of METHODS
+    r: int  # rank of every adapter (before SoRA prunes it)
+    alpha: float  # LoRA scaling numerator: the update is multiplied by alpha / r (unused by HiRA)
+    dropout: float  # dropout on the adapter's input
+    target_modules: list[str] | str  # HF module names or suffixes that were adapted (a str: one regex)
+    options: dict = field(default_factory=dict)  # method-specific, e.g. {"sparse_lambda": 2.0} for sparse_lora
+
+
+def apply(model: Bert, method: str, r: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules=None, **options) -> Bert:
+    """Adapt `model` in place with `method` and return it. Only the adapter parameters stay trainable.
+
+    target_modules: HF module names (see module doc and find_targets); None takes the architecture's default.
+    options: method-specific hyper-parameters, e.g. sparse_lambda for "sparse_lora".
+    """
+    if method not in METHODS:
+        raise AdapterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = METHODS[method]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base", "r", "alpha", "dropout"}
+    unknown = set(options) - accepted
+    if unknown:
+        raise AdapterError(f"method {method!r} has no option(s) {sorted(unknown)}; it accepts {sorted(accepted) or 'none'}")
+    targets = target_modules if target_modules is not None else DEFAULT_TARGETS[model.config.arch]
+    layers = find_targets(model, targets)
+    model.requires_grad_(False)
+    for name in layers:
+        replace_module(model, name, cls(model.get_submodule(name), r=r, alpha=alpha, dropout=dropout, **options))
+    model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, dict(options))
+    return model
+
+
+def find_targets(model: Bert, targets) -> list[str]:
+    """Our names of the linear layers whose HF name matches `targets`, with PEFT's rules: a list selects
+    names equal to an entry or ending with "." + entry; a single string is a regular expression that
+    the whole name must match."""
+    if any(isinstance(m, AdapterLinear) for m in model.modules()):
+        raise AdapterError("this model already has adapters; load a fresh base model to apply another")
+    if not targets:
+        raise AdapterError(f"target_modules must name at least one module, got {targets!r}")
+    linear = {ours: hf for ours, hf in module_names(model.config).items() if isinstance(model.get_submodule(ours), nn.Linear)}
+    if isinstance(targets, str):
+        matches = {targets: [ours for ours, hf in linear.items() if re.fullmatch(targets, hf)]}
+    else:
+        matches = {t: [ours for ours, hf in linear.items() if hf == t or hf.endswith("." + t)] for t in targets}
+    unmatched = [t for t, found in matches.items() if not found]
+    if unmatched:
+        names = sorted({hf.rsplit(".", 1)[-1] for hf in linear.values()})
+        raise AdapterError(
+            f"target module(s) {unmatched} match no linear layer of this {model.config.arch} model; "
+            f"its layer names are {names} (a dotted suffix such as {next(iter(linear.values()))!r} also works)"
+        )
+    return [ours for ours in linear if any(ours in found for found in matches.values())]
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` is, in the same train/eval mode (a fresh module is in train mode)."""
+    parent, _, child = name.rpartition(".")
+    new.train(model.get_submodule(name).training)
+    setattr(model.get_submodule(parent), child, new)
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each tensor counted once (the tied decoder is not a copy)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight (W <- W0 + ΔW). Inference then costs the base model's."""
+    for layer in adapter_layers(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Undo merge(): every base weight is restored exactly."""
+    for layer in adapter_layers(model).values():
+        layer.unmerge()
+    return model
