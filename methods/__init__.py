@@ -17,6 +17,15 @@ from methods.peft_format import load_adapter, save_adapter
 from methods.sora import gate_report, proximal_step
 
 __all__ = [
-    "METHODS", "AdapterConfig", "AdapterError", "apply", "count_parameters", "gate_report", "load_adapter",
-    "merge", "proximal_step", "save_adapter", "unmerge",
+    "METHODS",
+    "AdapterConfig",
+    "AdapterError",
+    "apply",
+    "count_parameters",
+    "gate_report",
+    "load_adapter",
+    "merge",
+    "proximal_step",
+    "save_adapter",
+    "unmerge",
 ]

@@ -34,7 +34,9 @@ class AdapterConfig:
     options: dict = field(default_factory=dict)  # method-specific, e.g. {"sparse_lambda": 2.0} for sparse_lora
 
 
-def apply(model: Bert, method: str, r: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules=None, **options) -> Bert:
+def apply(
+    model: Bert, method: str, r: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules=None, **options
+) -> Bert:
     """Adapt `model` in place with `method` and return it. Only the adapter parameters stay trainable.
 
     target_modules: HF module names (see module doc and find_targets); None takes the architecture's default.
@@ -46,7 +48,9 @@ def apply(model: Bert, method: str, r: int = 8, alpha: float = 16, dropout: floa
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base", "r", "alpha", "dropout"}
     unknown = set(options) - accepted
     if unknown:
-        raise AdapterError(f"method {method!r} has no option(s) {sorted(unknown)}; it accepts {sorted(accepted) or 'none'}")
+        raise AdapterError(
+            f"method {method!r} has no option(s) {sorted(unknown)}; it accepts {sorted(accepted) or 'none'}"
+        )
     targets = target_modules if target_modules is not None else DEFAULT_TARGETS[model.config.arch]
     layers = find_targets(model, targets)
     model.requires_grad_(False)
@@ -64,7 +68,9 @@ def find_targets(model: Bert, targets) -> list[str]:
         raise AdapterError("this model already has adapters; load a fresh base model to apply another")
     if not targets:
         raise AdapterError(f"target_modules must name at least one module, got {targets!r}")
-    linear = {ours: hf for ours, hf in module_names(model.config).items() if isinstance(model.get_submodule(ours), nn.Linear)}
+    linear = {
+        ours: hf for ours, hf in module_names(model.config).items() if isinstance(model.get_submodule(ours), nn.Linear)
+    }
     if isinstance(targets, str):
         matches = {targets: [ours for ours, hf in linear.items() if re.fullmatch(targets, hf)]}
     else:

@@ -31,11 +31,17 @@ from methods.hira import HiRALinear
 from methods.inject import AdapterConfig, adapter_layers, find_targets, replace_module
 from methods.lora import LoRALinear
 from methods.sora import SoRALinear
+from minibert.hub import read_json_object
 from minibert.model import Bert
 from minibert.weights import module_names
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
+# Per peft_type: our factor's attribute name -> the end of its key in the file.
+FACTOR_KEYS = {
+    "LORA": {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"},
+    "HIRA": {"hira_A": "hira_A", "hira_B": "hira_B"},
+}
 
 # Options of PEFT's configs that change the computation and are not implemented here: refused on load.
 UNSUPPORTED = {
@@ -64,12 +70,18 @@ def save_adapter(model: Bert, out_dir) -> Path:
     tensors, rank_pattern, alpha_pattern = {}, {}, {}
     if config.method == "hira":
         for hf, layer in layers.items():
-            tensors[f"{PREFIX}{hf}.hira_A"] = layer.hira_A
-            tensors[f"{PREFIX}{hf}.hira_B"] = layer.hira_B
+            for factor, suffix in FACTOR_KEYS["HIRA"].items():
+                tensors[f"{PREFIX}{hf}.{suffix}"] = getattr(layer, factor)
             if layer.r != config.r:
                 rank_pattern[hf] = layer.r
-        file_config = {"peft_type": "HIRA", "r": config.r, "hira_dropout": config.dropout, "init_weights": True,
-                       "target_modules": config.target_modules, "rank_pattern": rank_pattern}
+        file_config = {
+            "peft_type": "HIRA",
+            "r": config.r,
+            "hira_dropout": config.dropout,
+            "init_weights": True,
+            "target_modules": config.target_modules,
+            "rank_pattern": rank_pattern,
+        }
     else:
         target_modules = config.target_modules
         for hf, layer in layers.items():
@@ -79,8 +91,8 @@ def save_adapter(model: Bert, out_dir) -> Path:
                 factors, r, alpha = {"lora_A": layer.lora_A, "lora_B": layer.lora_B}, layer.r, layer.alpha
             if r == 0:
                 continue  # every gate is zero: this module adds nothing
-            tensors[f"{PREFIX}{hf}.lora_A.weight"] = factors["lora_A"]
-            tensors[f"{PREFIX}{hf}.lora_B.weight"] = factors["lora_B"]
+            for factor, suffix in FACTOR_KEYS["LORA"].items():
+                tensors[f"{PREFIX}{hf}.{suffix}"] = factors[factor]
             if r != config.r:
                 rank_pattern[hf] = r
             if alpha != config.alpha:
@@ -88,10 +100,22 @@ def save_adapter(model: Bert, out_dir) -> Path:
         if config.method == "sparse_lora":
             target_modules = sorted({key[len(PREFIX) : -len(".lora_A.weight")] for key in tensors})  # the kept modules
             if not target_modules:
-                raise AdapterError("every gate of the Sparse LoRA adapter is zero: it equals the base model, nothing to save")
-        file_config = {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
-                       "target_modules": target_modules, "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern,
-                       "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True}
+                raise AdapterError(
+                    "every gate of the Sparse LoRA adapter is zero: it equals the base model, nothing to save"
+                )
+        file_config = {
+            "peft_type": "LORA",
+            "r": config.r,
+            "lora_alpha": config.alpha,
+            "lora_dropout": config.dropout,
+            "target_modules": target_modules,
+            "rank_pattern": rank_pattern,
+            "alpha_pattern": alpha_pattern,
+            "bias": "none",
+            "use_rslora": False,
+            "use_dora": False,
+            "init_lora_weights": True,
+        }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {key: t.detach().to("cpu", torch.float32).contiguous() for key, t in tensors.items()}
@@ -104,13 +128,22 @@ def save_adapter(model: Bert, out_dir) -> Path:
 def load_adapter(model: Bert, directory) -> Bert:
     """Apply the adapter saved in `directory` (by save_adapter or by PEFT) to a base model, in place."""
     directory = Path(directory)
-    config = _read_config(directory / CONFIG_FILE)
+    if not (directory / CONFIG_FILE).is_file():
+        raise AdapterError(
+            f"{directory / CONFIG_FILE}: not found; an adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    config = read_json_object(directory / CONFIG_FILE, AdapterError)
     peft_type = config.get("peft_type")
     if peft_type not in UNSUPPORTED:
-        raise AdapterError(f"{directory / CONFIG_FILE}: peft_type {peft_type!r} is not supported; this project reads LORA and HIRA adapters")
+        raise AdapterError(
+            f"{directory / CONFIG_FILE}: peft_type {peft_type!r} is not supported; "
+            "this project reads LORA and HIRA adapters"
+        )
     for option, default in UNSUPPORTED[peft_type].items():
         if config.get(option, default) != default:
-            raise AdapterError(f"{directory / CONFIG_FILE}: {option}={config[option]!r} is not supported (only {default!r})")
+            raise AdapterError(
+                f"{directory / CONFIG_FILE}: {option}={config[option]!r} is not supported (only {default!r})"
+            )
     for option in UNSUPPORTED_IF_SET:
         if config.get(option):
             raise AdapterError(f"{directory / CONFIG_FILE}: {option} is not supported")
@@ -123,61 +156,58 @@ def load_adapter(model: Bert, directory) -> Bert:
     except AdapterError as e:
         raise AdapterError(f"{directory / CONFIG_FILE}: {e}") from None
     hf_names = module_names(model.config)
+    model.requires_grad_(False)  # only the adapters will be trainable
     for name in layers:
         hf = hf_names[name]
         layer_r = _pattern(config.get("rank_pattern"), hf, r)
         if peft_type == "HIRA":
             layer = HiRALinear(model.get_submodule(name), r=layer_r, alpha=alpha, dropout=dropout)
         else:
-            layer = LoRALinear(model.get_submodule(name), r=layer_r, alpha=_pattern(config.get("alpha_pattern"), hf, alpha), dropout=dropout)
+            layer = LoRALinear(
+                model.get_submodule(name),
+                r=layer_r,
+                alpha=_pattern(config.get("alpha_pattern"), hf, alpha),
+                dropout=dropout,
+            )
         replace_module(model, name, layer)
-    method = "hira" if peft_type == "HIRA" else "lora"
-    model.requires_grad_(False)
-    for layer in adapter_layers(model).values():
-        for p in layer.parameters(recurse=False):
-            p.requires_grad_(True)
-    model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets)
-    _load_tensors(model, directory / WEIGHTS_FILE, suffixes=("hira_A", "hira_B") if peft_type == "HIRA" else ("lora_A.weight", "lora_B.weight"))
+    model.adapter_config = AdapterConfig("hira" if peft_type == "HIRA" else "lora", r, alpha, dropout, targets)
+    _load_tensors(model, directory / WEIGHTS_FILE, FACTOR_KEYS[peft_type])
     return model
 
 
-def _load_tensors(model: Bert, path: Path, suffixes: tuple[str, str]) -> None:
+def _load_tensors(model: Bert, path: Path, factor_keys: dict[str, str]) -> None:
     """Fill every adapter factor from the file; every key must be used and every shape must match."""
     if not path.is_file():
-        hint = " (adapter_model.bin is a pickle and is not read: re-save it as safetensors)" if path.with_suffix(".bin").is_file() else ""
+        hint = (
+            " (adapter_model.bin is a pickle and is not read: re-save it as safetensors)"
+            if path.with_suffix(".bin").is_file()
+            else ""
+        )
         raise AdapterError(f"{path}: not found{hint}")
     hf_names = module_names(model.config)
     expected = {}
     for name, layer in adapter_layers(model).items():
-        for suffix in suffixes:
-            expected[f"{PREFIX}{hf_names[name]}.{suffix}"] = getattr(layer, suffix.split(".")[0])
+        for factor, suffix in factor_keys.items():
+            expected[f"{PREFIX}{hf_names[name]}.{suffix}"] = getattr(layer, factor)
     try:
         with safe_open(str(path), framework="pt") as f, torch.no_grad():
             keys = set(f.keys())
             unexpected, missing = sorted(keys - set(expected)), sorted(set(expected) - keys)
             if unexpected or missing:
-                raise AdapterError(f"{path}: keys do not match the adapter config: unexpected {unexpected[:3]}, missing {missing[:3]}")
+                raise AdapterError(
+                    f"{path}: keys do not match the adapter config: unexpected {unexpected[:3]}, missing {missing[:3]}"
+                )
             for key, param in expected.items():
                 tensor = f.get_tensor(key)
                 if tensor.shape != param.shape:
-                    raise AdapterError(f"{path}: {key} has shape {tuple(tensor.shape)}, the config implies {tuple(param.shape)}")
+                    raise AdapterError(
+                        f"{path}: {key} has shape {tuple(tensor.shape)}, the config implies {tuple(param.shape)}"
+                    )
                 param.copy_(tensor)
     except AdapterError:
         raise
     except Exception as e:  # safetensors' own error type for a corrupt file
         raise AdapterError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdapterError(f"{path}: not found; an adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{path}: expected a JSON object")
-    return config
 
 
 def _pattern(pattern: dict | None, hf_name: str, default):

@@ -37,7 +37,9 @@ DEFAULT_SPARSE_LAMBDA = 2.0  # λ: strength of the L1 penalty on the gates (see 
 
 
 class SoRALinear(LoRALinear):
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, sparse_lambda: float = DEFAULT_SPARSE_LAMBDA):
+    def __init__(
+        self, base: nn.Linear, r: int, alpha: float, dropout: float, sparse_lambda: float = DEFAULT_SPARSE_LAMBDA
+    ):
         super().__init__(base, r, alpha, dropout)
         if sparse_lambda < 0:
             raise AdapterError(f"sparse_lambda must be >= 0, got {sparse_lambda}")
@@ -64,7 +66,8 @@ class SoRALinear(LoRALinear):
 
     @torch.no_grad()
     def pruned_lora(self) -> dict[str, torch.Tensor]:
-        """The same ΔW as a plain LoRA of rank nnz(g) and scaling 1: A' = A[kept], B' = (alpha/r) B[:, kept] diag(g[kept])."""
+        """The same ΔW as a plain LoRA of rank nnz(g) and scaling 1:
+        A' = A[kept], B' = (alpha/r) B[:, kept] diag(g[kept])."""
         kept = self.gate != 0
         return {
             "lora_A": self.lora_A[kept].clone(),  # (k, in)

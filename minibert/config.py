@@ -7,11 +7,11 @@ differences that matter to the maths are `type_vocab_size` (0 = no token-type em
 numbers. The *names* of the parameters differ too; those live in `minibert/weights.py`.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from minibert.errors import LoadError
+from minibert.hub import read_json_object
 
 # Activation names used by Hugging Face configs that this encoder implements (see model.py).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -107,7 +107,9 @@ class BertConfig:
                     "DistilBERT checkpoints (model_type 'distilbert', e.g. distilbert-base-uncased)"
                 )
         except KeyError as e:
-            raise LoadError(f"{source}: required field {e.args[0]!r} is missing for model_type {model_type!r}") from None
+            raise LoadError(
+                f"{source}: required field {e.args[0]!r} is missing for model_type {model_type!r}"
+            ) from None
         except ValueError as e:
             raise LoadError(f"{source}: {e}") from None
         refused = [name for name, present in unsupported.items() if present]
@@ -117,15 +119,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: Path) -> "BertConfig":
-        try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LoadError(f"{path}: config.json not found; a model directory needs config.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise LoadError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise LoadError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_hf_dict(d, source=str(path))
+        return cls.from_hf_dict(read_json_object(path), source=str(path))
 
 
 def _model_type_from_architectures(architectures: list) -> str | None:

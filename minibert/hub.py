@@ -26,7 +26,7 @@ from huggingface_hub.errors import (
 from minibert.errors import LoadError
 
 CONVERT_HINT = (
-    "Convert it once, from a source you trust, with: python -c \"import torch, safetensors.torch as st; "
+    'Convert it once, from a source you trust, with: python -c "import torch, safetensors.torch as st; '
     "sd = torch.load('pytorch_model.bin', weights_only=True); "
     "st.save_file({k: v.clone().contiguous() for k, v in sd.items()}, 'model.safetensors')\""
 )
@@ -60,14 +60,15 @@ def model_files(name_or_path: str) -> ModelFiles:
         except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
             raise LoadError(f"{index}: not a valid safetensors index ({e!r})") from None
         weights = [fetch(name_or_path, shard) for shard in shards]
-        missing = [shard for shard, path in zip(shards, weights) if path is None]
+        missing = [shard for shard, path in zip(shards, weights, strict=True) if path is None]
         if missing:
             raise LoadError(f"{index} lists shards that {_where(name_or_path)} does not have: {missing}")
         return ModelFiles(config, weights)
     if _has_file(name_or_path, "pytorch_model.bin"):
         raise LoadError(
             f"{_where(name_or_path)} has only pytorch_model.bin and no model.safetensors. minibert reads "
-            f"safetensors only: a .bin file is a Python pickle, and loading a pickle can run arbitrary code. {CONVERT_HINT}"
+            "safetensors only: a .bin file is a Python pickle, and loading a pickle can run arbitrary code. "
+            + CONVERT_HINT
         )
     raise LoadError(f"{_where(name_or_path)} has no weights: expected model.safetensors (or a sharded index)")
 
@@ -81,6 +82,19 @@ def tokenizer_files(name_or_path: str) -> TokenizerFiles:
     if vocab is None:
         raise LoadError(f"{_where(name_or_path)} has no tokenizer: expected tokenizer.json or vocab.txt")
     return TokenizerFiles(None, vocab, fetch(name_or_path, "tokenizer_config.json"))
+
+
+def read_json_object(path: Path, error: type[Exception] = LoadError) -> dict:
+    """The JSON object in `path`; a missing, malformed or non-object file raises `error` naming the file."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise error(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d
 
 
 def fetch(name_or_path: str, filename: str) -> Path | None:

@@ -17,13 +17,11 @@ A model that ships `tokenizer.json` is loaded from it as is. One with only `voca
 above built from the vocabulary; it is lower-cased unless `tokenizer_config.json` says do_lower_case: false.
 """
 
-import json
-
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from minibert.errors import LoadError
-from minibert.hub import tokenizer_files
+from minibert.hub import read_json_object, tokenizer_files
 
 
 def load_tokenizer(name_or_path: str) -> Tokenizer:
@@ -36,10 +34,7 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
             raise LoadError(f"{files.tokenizer_json}: not a valid tokenizer.json ({e})") from None
     lowercase = True
     if files.tokenizer_config is not None:
-        try:
-            lowercase = bool(json.loads(files.tokenizer_config.read_text(encoding="utf-8")).get("do_lower_case", True))
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise LoadError(f"{files.tokenizer_config}: not a valid tokenizer_config.json ({e})") from None
+        lowercase = bool(read_json_object(files.tokenizer_config).get("do_lower_case", True))
     return wordpiece_tokenizer(str(files.vocab), lowercase=lowercase)
 
 

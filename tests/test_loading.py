@@ -124,10 +124,19 @@ def test_download_from_hub_then_offline(hub, bert_dir, tmp_path):
     assert hub.log == []
 
 
+LOAD_AND_PRINT_ERROR = """
+import minibert
+try:
+    minibert.from_pretrained("some-org/tiny-bert")
+except minibert.LoadError as e:
+    print(e)
+"""
+
+
 def test_offline_without_cache_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    code = "import minibert\ntry:\n minibert.from_pretrained('some-org/tiny-bert')\nexcept minibert.LoadError as e:\n print(e)"
+    code = LOAD_AND_PRINT_ERROR
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "some-org/tiny-bert/config.json: not in the Hugging Face cache" in out.stdout, out.stderr
 
@@ -136,7 +145,7 @@ def test_bin_only_repo_is_refused_without_downloading_it(hub, tmp_path):
     (hub.repos["some-org/tiny-bert"] / "model.safetensors").unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path), PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1")
-    code = "import minibert\ntry:\n minibert.from_pretrained('some-org/tiny-bert')\nexcept minibert.LoadError as e:\n print(e)"
+    code = LOAD_AND_PRINT_ERROR
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "has only pytorch_model.bin" in out.stdout and "arbitrary code" in out.stdout, out.stderr
     assert ("GET", "some-org/tiny-bert", "pytorch_model.bin") not in hub.log
@@ -198,7 +207,9 @@ def test_config_shape_mismatch(bert_dir, tmp_path):
     config = json.loads((directory / "config.json").read_text())
     config["intermediate_size"] += 1
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(minibert.LoadError, match=r"intermediate.dense.(weight|bias) has shape \(37,.*but config.json implies \(38"):
+    with pytest.raises(
+        minibert.LoadError, match=r"intermediate.dense.(weight|bias) has shape \(37,.*but config.json implies \(38"
+    ):
         minibert.from_pretrained(str(directory))
 
 
@@ -254,12 +265,15 @@ def test_sharded_checkpoint_loads(bert_dir, tmp_path):
     state = load_file(str(directory / "model.safetensors"))
     (directory / "model.safetensors").unlink()
     keys = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, shard_keys in shards.items():
         save_file({k: state[k] for k in shard_keys}, str(directory / name))
     weight_map = {k: name for name, shard_keys in shards.items() for k in shard_keys}
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     sharded = minibert.from_pretrained(str(directory))
     whole = minibert.from_pretrained(bert_dir[0])
-    for (name, a), (_, b) in zip(sharded.state_dict().items(), whole.state_dict().items()):
+    for (name, a), (_, b) in zip(sharded.state_dict().items(), whole.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

@@ -78,7 +78,9 @@ def test_our_adapter_in_peft_gives_our_logits(dirs, arch, method, tmp_path):
 def test_peft_adapter_loads_into_ours(dirs, arch, method, tmp_path):
     targets = ["query", "value", "dense"] if arch == "bert" else ["q_lin", "v_lin", "lin1"]
     if method == "lora":
-        config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=targets, rank_pattern={targets[1]: 2}, alpha_pattern={targets[1]: 3})
+        config = peft.LoraConfig(
+            r=4, lora_alpha=16, target_modules=targets, rank_pattern={targets[1]: 2}, alpha_pattern={targets[1]: 3}
+        )
     else:  # PEFT 0.21.2's HiRA dispatcher ignores rank_pattern (it always uses config.r), so none here
         config = peft.HiraConfig(r=4, target_modules=targets)
     theirs = randomise_adapters_(peft.get_peft_model(hf_model(arch), config), seed=1).eval()
@@ -235,7 +237,9 @@ def test_bad_arguments_are_clear_errors(dirs):
         methods.apply(model, "dora")
     with pytest.raises(methods.AdapterError, match="r must be a positive integer, got 0"):
         methods.apply(model, "lora", r=0)
-    with pytest.raises(methods.AdapterError, match=r"\['q_lin'\] match no linear layer .*\['dense', 'key', 'query', 'value'\]"):
+    with pytest.raises(
+        methods.AdapterError, match=r"\['q_lin'\] match no linear layer .*\['dense', 'key', 'query', 'value'\]"
+    ):
         methods.apply(model, "lora", target_modules=["q_lin"])
     with pytest.raises(methods.AdapterError, match=r"has no option\(s\) \['sparse_lambda'\]"):
         methods.apply(model, "lora", sparse_lambda=1.0)
@@ -248,7 +252,9 @@ def test_dense_target_matches_like_peft(dirs):
     """'dense' selects attention.output.dense, intermediate.dense, output.dense and the head's transform."""
     model = methods.apply(minibert.from_pretrained(dirs["bert"]), "lora", target_modules=["dense"])
     adapted = sorted(name for name, m in model.named_modules() if isinstance(m, LoRALinear))
-    assert adapted == sorted([f"layers.{i}.{n}" for i in range(2) for n in ("attention.output", "ffn_in", "ffn_out")] + ["head.transform"])
+    assert adapted == sorted(
+        [f"layers.{i}.{n}" for i in range(2) for n in ("attention.output", "ffn_in", "ffn_out")] + ["head.transform"]
+    )
 
 
 def test_load_adapter_refuses_foreign_or_mismatched_files(dirs, tmp_path):
