@@ -21,8 +21,16 @@ class AdapterError(ValueError):
     """A method, its arguments or an adapter file is not usable; the message says what and how to fix it."""
 
 
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` is, in the same train/eval mode (a fresh module is in train mode)."""
+    parent, _, child = name.rpartition(".")
+    new.train(model.get_submodule(name).training)
+    setattr(model.get_submodule(parent), child, new)
+
+
 class AdapterLinear(nn.Module):
-    def __init__(self, base: nn.Linear, dropout: float):
+    def __init__(self, base: nn.Module, dropout: float):
+        """base: the frozen layer, an nn.Linear (or a quant.Linear4bit for QLoRA)."""
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise AdapterError(f"dropout must be in [0, 1), got {dropout}")
@@ -37,7 +45,8 @@ class AdapterLinear(nn.Module):
     def new_factor(self, *shape) -> nn.Parameter:
         """A trainable adapter tensor on the base layer's device. Kept in float32 even for a bf16 base
         (the adapter is the part being trained, and is small)."""
-        return nn.Parameter(torch.zeros(*shape, device=self.base.weight.device, dtype=torch.float32))
+        device = next(self.base.parameters(), next(self.base.buffers(), None)).device
+        return nn.Parameter(torch.zeros(*shape, device=device, dtype=torch.float32))
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """The method's contribution for an input x (..., in) -> (..., out), computed in the adapter's
@@ -58,6 +67,11 @@ class AdapterLinear(nn.Module):
     def merge(self) -> None:
         if self.merged:
             raise AdapterError("this layer is already merged; call unmerge() first")
+        if not isinstance(self.base, nn.Linear):
+            raise AdapterError(
+                f"cannot merge into a {type(self.base).__name__}: W0 + ΔW is not 4-bit. Save the adapter and "
+                "load it onto the full-precision base model to merge there"
+            )
         weight = self.base.weight
         self.weight_before_merge = weight.detach().clone()
         weight.copy_(weight.float() + self.delta_weight().float())  # W <- W0 + ΔW (computed in fp32)

@@ -8,19 +8,23 @@ translates between those names and ours.
 """
 
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from methods.base import AdapterError, AdapterLinear
+from methods.base import AdapterError, AdapterLinear, replace_module
 from methods.hira import HiRALinear
 from methods.lora import LoRALinear
+from methods.qlora import quantize_linears
 from methods.sora import SoRALinear
 from minibert.model import Bert
 from minibert.weights import module_names
+from quant.linear4bit import Linear4bit
+from quant.nf4 import NF4Weight
 
-METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear}
+METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear, "qlora": LoRALinear}
 DEFAULT_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}  # as in the LoRA paper: W_q, W_v
 
 
@@ -40,12 +44,14 @@ def apply(
     """Adapt `model` in place with `method` and return it. Only the adapter parameters stay trainable.
 
     target_modules: HF module names (see module doc and find_targets); None takes the architecture's default.
-    options: method-specific hyper-parameters, e.g. sparse_lambda for "sparse_lora".
+    options: method-specific hyper-parameters, e.g. sparse_lambda for "sparse_lora", or blocksize,
+    double_quant and compute_dtype for "qlora" (see methods/qlora.py).
     """
     if method not in METHODS:
         raise AdapterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cls = METHODS[method]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base", "r", "alpha", "dropout"}
+    takes_options = quantize_linears if method == "qlora" else cls.__init__
+    accepted = set(inspect.signature(takes_options).parameters) - {"self", "model", "base", "r", "alpha", "dropout"}
     unknown = set(options) - accepted
     if unknown:
         raise AdapterError(
@@ -54,6 +60,9 @@ def apply(
     targets = target_modules if target_modules is not None else DEFAULT_TARGETS[model.config.arch]
     layers = find_targets(model, targets)
     model.requires_grad_(False)
+    if method == "qlora":  # QLoRA is LoRA on a 4-bit base: quantise every linear layer first
+        quantize_linears(model, **options)
+        options = {}
     for name in layers:
         replace_module(model, name, cls(model.get_submodule(name), r=r, alpha=alpha, dropout=dropout, **options))
     model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, dict(options))
@@ -69,7 +78,9 @@ def find_targets(model: Bert, targets) -> list[str]:
     if not targets:
         raise AdapterError(f"target_modules must name at least one module, got {targets!r}")
     linear = {
-        ours: hf for ours, hf in module_names(model.config).items() if isinstance(model.get_submodule(ours), nn.Linear)
+        ours: hf
+        for ours, hf in module_names(model.config).items()
+        if isinstance(model.get_submodule(ours), (nn.Linear, Linear4bit))  # Linear4bit: an already quantised base
     }
     if isinstance(targets, str):
         matches = {targets: [ours for ours, hf in linear.items() if re.fullmatch(targets, hf)]}
@@ -85,21 +96,18 @@ def find_targets(model: Bert, targets) -> list[str]:
     return [ours for ours in linear if any(ours in found for found in matches.values())]
 
 
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put `new` where the submodule `name` is, in the same train/eval mode (a fresh module is in train mode)."""
-    parent, _, child = name.rpartition(".")
-    new.train(model.get_submodule(name).training)
-    setattr(model.get_submodule(parent), child, new)
-
-
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts, each tensor counted once (the tied decoder is not a copy)."""
+    """(trainable, total) parameter counts, each tensor counted once (the tied decoder is not a copy).
+
+    A 4-bit weight (QLoRA) is stored in buffers, not parameters; it counts as the weights it stands for.
+    """
     params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    quantised = sum(math.prod(m.shape) for m in model.modules() if isinstance(m, NF4Weight))
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params) + quantised
 
 
 def merge(model: nn.Module) -> nn.Module:

@@ -20,7 +20,7 @@ from methods.base import AdapterError, AdapterLinear
 
 
 class LoRALinear(AdapterLinear):
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float):
         super().__init__(base, dropout)
         if not isinstance(r, int) or r <= 0:
             raise AdapterError(f"r must be a positive integer, got {r!r}")

@@ -26,9 +26,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from methods.base import AdapterError
+from methods.base import AdapterError, replace_module
 from methods.hira import HiRALinear
-from methods.inject import AdapterConfig, adapter_layers, find_targets, replace_module
+from methods.inject import AdapterConfig, adapter_layers, find_targets
 from methods.lora import LoRALinear
 from methods.sora import SoRALinear
 from minibert.hub import read_json_object

@@ -1,0 +1,38 @@
+"""QLoRA: LoRA on top of a 4-bit base model.
+
+Dettmers, Pagnoni, Holtzman, Zettlemoyer, "QLoRA: Efficient Finetuning of Quantized LLMs", NeurIPS 2023,
+Section 3, Eq. 5:
+
+    h = dequant(W0_nf4) x + b + (alpha / r) * B A dropout(x)
+
+Every linear layer of the encoder (and the MLM head's transform) is replaced by a frozen
+quant.Linear4bit holding its weight in NF4 with double quantisation; LoRA then goes on the target
+modules exactly as in methods/lora.py. Gradients flow through the dequantised weights into the
+adapters, never into the 4-bit storage. Embeddings, LayerNorms and biases are not quantised: they
+keep the model's dtype (bf16 in the QLoRA recipe: load the model with dtype=torch.bfloat16).
+
+Merging is refused: W0 + ΔW is no longer representable in 4 bits. To deploy a merged model, load the
+saved adapter (PEFT LoRA format, like plain LoRA) onto the full-precision base and merge there.
+"""
+
+import torch
+import torch.nn as nn
+
+from methods.base import replace_module
+from quant.linear4bit import Linear4bit
+
+
+def quantize_linears(
+    model: nn.Module, blocksize: int = 64, double_quant: bool = True, compute_dtype: torch.dtype | None = None
+) -> nn.Module:
+    """Replace every nn.Linear of the model by a frozen Linear4bit, in place.
+
+    blocksize: weights per absmax scale. double_quant: quantise the scales too (4.127 instead of 4.5 bits
+    per weight). compute_dtype: dtype of the dequantised weight in the matmul; None is bf16 on CUDA,
+    float32 elsewhere (CPUs are slow at bf16 matmuls).
+    """
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            dtype = compute_dtype or (torch.bfloat16 if module.weight.is_cuda else torch.float32)
+            replace_module(model, name, Linear4bit.from_linear(module, blocksize, double_quant, dtype))
+    return model
