@@ -119,9 +119,9 @@ def save_adapter(model: Bert, out_dir) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {key: t.detach().to("cpu", torch.float32).contiguous() for key, t in tensors.items()}
-    _write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(weights, path, metadata={"format": "pt"}))
+    write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(weights, path, metadata={"format": "pt"}))
     text = json.dumps({**common, **file_config}, indent=2, sort_keys=True)
-    _write_atomically(out_dir / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n", encoding="utf-8"))
+    write_atomically(out_dir / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n", encoding="utf-8"))
     return out_dir
 
 
@@ -218,7 +218,7 @@ def _pattern(pattern: dict | None, hf_name: str, default):
     return default
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     """write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

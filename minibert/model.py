@@ -189,18 +189,24 @@ class Bert(nn.Module):
         x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         return self.head(x, self.embeddings.word.weight)  # (B, T, V)
 
-    def mlm_loss(self, input_ids, labels, attention_mask=None, token_type_ids=None):
-        """Mean cross-entropy over the positions where labels != -100.
+    def masked_logits(self, input_ids, labels, attention_mask=None, token_type_ids=None):
+        """MLM logits only at the N positions where labels != -100: (B, T) -> (N, V), in row-major order.
 
-        The head runs only at those N positions: (N, H) -> (N, V), instead of (B*T, H) -> (B*T, V).
-        A batch with no labelled position gives a zero loss (still part of the graph), not NaN.
+        The head runs at those N positions only, (N, H) -> (N, V), instead of (B*T, H) -> (B*T, V).
         """
         x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         selected = labels != -100  # (B, T) bool
-        logits = self.head(x[selected], self.embeddings.word.weight)  # (N, H) -> (N, V)
+        return self.head(x[selected], self.embeddings.word.weight)  # (N, H) -> (N, V)
+
+    def mlm_loss(self, input_ids, labels, attention_mask=None, token_type_ids=None):
+        """Mean cross-entropy over the positions where labels != -100 (the head runs only there).
+
+        A batch with no labelled position gives a zero loss (still part of the graph), not NaN.
+        """
+        logits = self.masked_logits(input_ids, labels, attention_mask, token_type_ids)  # (N, V)
         if logits.shape[0] == 0:
             return logits.sum()  # zero, with a gradient of zero
-        return F.cross_entropy(logits, labels[selected])  # mean over the N labelled tokens
+        return F.cross_entropy(logits, labels[labels != -100])  # mean over the N labelled tokens
 
     def num_parameters(self) -> int:
         """Parameters counted once each (the tied decoder is the word-embedding matrix, not a copy)."""

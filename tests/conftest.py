@@ -87,3 +87,63 @@ def legacy_bert_dir(tmp_path_factory, bert_dir):
     config["architectures"] = ["BertForPreTraining"]
     (out / "config.json").write_text(json.dumps(config))
     return out, model
+
+
+# ---- a tiny corpus and a tiny model whose vocabulary covers it, for data/, train.py and evaluate.py ----
+
+CORPUS_WORDS = (
+    "the a cat dog bird sat ran flew on under over mat log tree red blue green big small quickly slowly "
+    "and then it was happy sad morning evening river hill house garden"
+).split()
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def corpus_lines(n_lines: int, seed: int) -> list[str]:
+    """WikiText-like lines: headings, empty lines, and sentences with a learnable structure."""
+    g = torch.Generator().manual_seed(seed)
+    lines = []
+    for i in range(n_lines):
+        if i % 10 == 0:
+            lines += ["", f" = {CORPUS_WORDS[i % len(CORPUS_WORDS)]} = ", ""]
+        words = [CORPUS_WORDS[int(j)] for j in torch.randint(len(CORPUS_WORDS), (6,), generator=g)]
+        lines.append(f" the {words[0]} sat on the {words[1]} , and then the {words[2]} {words[3]} . ")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The same splits in both layouts: {"text": dir with wiki.*.raw, "parquet": dir with the hub's files}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("wikitext")
+    splits = {"train": corpus_lines(300, 0), "validation": corpus_lines(40, 1), "test": corpus_lines(40, 2)}
+    (root / "text").mkdir()
+    (root / "parquet" / "wikitext-2-raw-v1").mkdir(parents=True)
+    for split, lines in splits.items():
+        name = {"train": "train", "validation": "valid", "test": "test"}[split]
+        (root / "text" / f"wiki.{name}.raw").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        table = pa.table({"text": [line + "\n" for line in lines]})
+        pq.write_table(table, root / "parquet" / "wikitext-2-raw-v1" / f"{split}-00000-of-00001.parquet")
+    return {"text": root / "text", "parquet": root / "parquet", "lines": splits}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random BERT (no dropout in the base) with a vocab.txt covering the corpus."""
+    directory = tmp_path_factory.mktemp("tiny-mlm")
+    vocab = SPECIAL_TOKENS + CORPUS_WORDS + [",", ".", "="]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    save_hf(transformers.BertForMaskedLM(config), directory)
+    return directory

@@ -46,7 +46,9 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def respond(self, send_body):
         parts = self.path.split("?")[0].strip("/").split("/")
-        repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
+        kind = parts[:1] if parts[0] == "datasets" else []  # dataset repos live under /datasets/
+        parts = parts[len(kind) :]
+        repo, filename = "/".join(kind + parts[:2]), "/".join(parts[4:])
         self.server.log.append((self.command, repo, filename))
         if len(parts) < 5 or parts[2] != "resolve" or repo not in self.server.repos:
             return self.error(404, "RepoNotFound")

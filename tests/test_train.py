@@ -1,0 +1,188 @@
+"""train.py and evaluate.py end to end on a tiny random BERT and a synthetic WikiText-like corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import evaluate
+import train
+from tests.test_loading import ROOT
+
+METRIC_FIELDS = {
+    "method", "base_model", "trainable_params", "total_params", "trainable_percent", "model_size_mb", "steps",
+    "train_time_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb", "peak_memory_kind",
+    "validation_perplexity", "test_loss", "test_perplexity", "test_accuracy", "hyperparameters", "device",
+}  # fmt: skip
+
+
+def train_args(model_dir, corpus, out_dir, *extra):
+    return [
+        "--model", str(model_dir), "--data-dir", str(corpus["text"]), "--output-dir", str(out_dir),
+        "--max-seq-len", "32", "--batch-size", "8", "--epochs", "20", "--lr", "5e-3", "--warmup-steps", "5",
+        "--log-every", "5",
+        "--target-modules", "query,key,value,dense", "--cache-dir", str(Path(out_dir).parent / "cache"), *extra,
+    ]  # fmt: skip
+
+
+def read_log(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "qlora"])
+def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / method
+    args = ["--method", method, "--max-steps", "60", "--eval-every", "30", "--save-every", "30"]
+    assert train.main(train_args(tiny_model_dir, corpus, out, *args)) == 0
+    names = {p.name for p in out.iterdir()}
+    expected = {"adapter_config.json", "adapter_model.safetensors", "metrics.json", "train_log.jsonl", "README.md"}
+    assert expected <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_FIELDS <= metrics.keys() and metrics["finished"] and metrics["steps"] == 60
+    assert metrics["test_perplexity"] == pytest.approx(2.718281828 ** metrics["test_loss"])
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    card = (out / "README.md").read_text()
+    assert "N/A" not in card and f"{metrics['test_perplexity']:.3f}" in card and str(tiny_model_dir) in card
+    losses = [row["loss"] for row in read_log(out) if row["split"] == "train"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.02, losses  # the training loss goes down
+    validations = [row for row in read_log(out) if row["split"] == "validation"]
+    assert [row["step"] for row in validations] == [30, 60]
+    if method == "sparse_lora":
+        # per layer query, key, value and three "dense" (attention output, intermediate, output), + the head's
+        assert len(metrics["sparse_lora_gates"]) == 2 * 6 + 1
+
+
+def test_evaluate_compares_runs_with_the_base_model(tiny_model_dir, corpus, tmp_path):
+    for method in ("lora", "hira"):
+        args = ["--method", method, "--max-steps", "30", "--eval-every", "15"]
+        assert train.main(train_args(tiny_model_dir, corpus, tmp_path / "runs" / method, *args)) == 0
+    results = tmp_path / "results"
+    argv = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(corpus["text"]), "--output-dir", str(results),
+            "--cache-dir", str(tmp_path / "runs" / "cache"), "--pseudo-perplexity", "2"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    rows = (results / "comparison.csv").read_text().splitlines()
+    assert rows[0].startswith("method,base_model,trainable_params")
+    assert [row.split(",")[0] for row in rows[1:]] == ["base", "hira", "lora"]
+    table = (results / "comparison.md").read_text()
+    assert "pseudo-perplexity" in table and (results / "comparison.png").stat().st_size > 10_000
+    lora = json.loads((tmp_path / "runs" / "lora" / "metrics.json").read_text())
+    lora_row = dict(zip(rows[0].split(","), rows[3].split(","), strict=True))
+    assert float(lora_row["test_perplexity"]) == pytest.approx(lora["test_perplexity"], rel=1e-6)  # same masks
+    base_row = dict(zip(rows[0].split(","), rows[1].split(","), strict=True))
+    assert float(base_row["test_perplexity"]) > lora["test_perplexity"]  # fine-tuning helped
+
+
+def run_cli(*argv, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_resume_after_sigkill_is_bit_identical(tiny_model_dir, corpus, tmp_path):
+    common = ["--method", "sparse_lora", "--max-steps", "240", "--eval-every", "40", "--save-every", "20",
+              "--sparse-lambda", "5"]  # fmt: skip
+    reference = tmp_path / "reference"
+    assert run_cli("train.py", *train_args(tiny_model_dir, corpus, reference, *common)).returncode == 0
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "train.py", *train_args(tiny_model_dir, corpus, killed, *common)]
+    process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((killed / "checkpoints").glob("step-0000006*")) and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # it really died mid-run
+    assert not (killed / "metrics.json").exists()
+
+    resumed = run_cli("train.py", *train_args(tiny_model_dir, corpus, killed, *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step" in resumed.stderr
+    ours, theirs = (
+        load_file(str(killed / "adapter_model.safetensors")),
+        load_file(str(reference / "adapter_model.safetensors")),
+    )
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert (killed / "adapter_config.json").read_text() == (reference / "adapter_config.json").read_text()
+    a, b = json.loads((killed / "metrics.json").read_text()), json.loads((reference / "metrics.json").read_text())
+    assert a["test_loss"] == b["test_loss"] and a["best_step"] == b["best_step"]
+    assert [r for r in read_log(killed) if r["split"] == "validation"] == [
+        r for r in read_log(reference) if r["split"] == "validation"
+    ]
+
+
+def test_ctrl_c_saves_a_checkpoint(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "train.py", *train_args(tiny_model_dir, corpus, out, "--method", "lora",
+                                                    "--max-steps", "100000", "--save-every", "0")]  # fmt: skip
+    process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "train_log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved; continue with the same command plus --resume" in stderr and "Traceback" not in stderr
+    assert len(list((out / "checkpoints").glob("step-*"))) == 1
+
+
+def test_torchrun_two_processes_equal_one_process(tiny_model_dir, corpus, tmp_path):
+    common = ["--method", "lora", "--max-steps", "12", "--eval-every", "0", "--dropout", "0"]
+    single = tmp_path / "single"
+    assert train.main(train_args(tiny_model_dir, corpus, single, *common)) == 0
+    double = tmp_path / "double"
+    args = train_args(tiny_model_dir, corpus, double, *common)
+    args[args.index("--batch-size") + 1] = "4"  # 2 processes x 4 = the same global batch of 8
+    result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]  # includes: both ranks ended with identical adapters
+    assert json.loads((double / "metrics.json").read_text())["world_size"] == 2
+    a, b = load_file(str(single / "adapter_model.safetensors")), load_file(str(double / "adapter_model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+# ---- bad input: one line on stderr, non-zero exit, no traceback, nothing written lost ----
+
+
+def fails_cleanly(capsys, main, argv, message):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    return err
+
+
+def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = train_args(tiny_model_dir, corpus, out, "--max-steps", "2", "--eval-every", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--method", "dora", *base])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'dora' (choose from 'lora', 'sparse_lora', 'hira', 'qlora')" in capsys.readouterr().err
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--model", str(tmp_path / "missing")],
+                  "missing: no such directory")  # fmt: skip
+    fails_cleanly(
+        capsys,
+        train.main,
+        ["--method", "lora", *base, "--target-modules", "q_lin"],
+        "match no linear layer of this bert model; its layer names are ['dense', 'key', 'query', 'value']",
+    )
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--data-dir", str(tmp_path)], "no train split")
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--max-seq-len", "65"],
+                  "--max-seq-len 65: ")  # fmt: skip
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--batch-size", "0"], "--batch-size")
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--resume"], "--resume: no checkpoint in")
+
+    assert train.main(["--method", "lora", *base, "--save-every", "1"]) == 0
+    before = (out / "adapter_model.safetensors").read_bytes()
+    fails_cleanly(capsys, train.main, ["--method", "lora", *base], "already holds a run; pass --resume")
+    fails_cleanly(capsys, train.main, ["--method", "hira", *base, "--resume"],
+                  "was made with method='lora', this command has 'hira'")  # fmt: skip
+    assert (out / "adapter_model.safetensors").read_bytes() == before  # nothing already written is lost
+    fails_cleanly(capsys, evaluate.main, ["--runs-dir", str(tmp_path / "empty")], "no finished runs in")
