@@ -19,7 +19,10 @@ embedding off. Parameter *names* differ between the two Hugging Face checkpoints
 
 The MLM objective only scores ~15% of the positions (the masked ones). `mlm_loss` therefore runs the
 head, whose last matmul (H x V = 768 x 30522) is the single most expensive layer of the model, only at
-the labelled positions instead of at all B*T of them.
+the labelled positions instead of at all B*T of them. For the same reason the last block computes its
+attention output projection, residual, LayerNorm and feed-forward only there too: its queries, keys and
+values still come from every position (each kept token attends to the whole sequence), but nothing
+after the attention is needed elsewhere. Both are exact: the loss is the same as computing everything.
 """
 
 import math
@@ -94,7 +97,8 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_dropout
         self.explicit = config.attention == "explicit"
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, keep=None):
+        """x: (B, T, H) -> (B, T, H); or, with keep ((B, T) bool), only the kept positions: (N, H)."""
         B, T, H = x.shape
         nh, hs = self.num_heads, H // self.num_heads
         # Split the H channels into nh heads of hs channels each.
@@ -107,7 +111,9 @@ class SelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H)  # (B, nh, T, hs) -> (B, T, nh, hs) -> (B, T, H): heads side by side
-        return self.output(y)  # (B, T, H)
+        if keep is not None:
+            y = y[keep]  # (N, H): only the positions whose output is used
+        return self.output(y)  # (B, T, H) or (N, H)
 
 
 class Block(nn.Module):
@@ -123,10 +129,12 @@ class Block(nn.Module):
         self.act = ACTIVATIONS[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x, mask=None):
-        a = self.attention_norm(x + self.dropout(self.attention(x, mask)))  # a = LN(x + Attn(x))   (B, T, H)
-        f = self.ffn_out(self.act(self.ffn_in(a)))  # W2 GELU(W1 a + b1) + b2: (B, T, H) -> (B, T, 4H) -> (B, T, H)
-        return self.ffn_norm(a + self.dropout(f))  # y = LN(a + FFN(a))   (B, T, H)
+    def forward(self, x, mask=None, keep=None):
+        """x: (B, T, H) -> (B, T, H); with keep ((B, T) bool) the output only at the kept positions: (N, H)."""
+        residual = x if keep is None else x[keep]  # (B, T, H) or (N, H)
+        a = self.attention_norm(residual + self.dropout(self.attention(x, mask, keep)))  # a = LN(x + Attn(x))
+        f = self.ffn_out(self.act(self.ffn_in(a)))  # W2 GELU(W1 a + b1) + b2: (..., H) -> (..., 4H) -> (..., H)
+        return self.ffn_norm(a + self.dropout(f))  # y = LN(a + FFN(a))   (B, T, H) or (N, H)
 
 
 class MLMHead(nn.Module):
@@ -174,15 +182,18 @@ class Bert(nn.Module):
         elif isinstance(module, MLMHead):
             nn.init.zeros_(module.bias)
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Final hidden states. input_ids (B, T) -> (B, T, H). attention_mask: (B, T), 1 = token, 0 = padding."""
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, keep=None):
+        """Final hidden states. input_ids (B, T) -> (B, T, H). attention_mask: (B, T), 1 = token, 0 = padding.
+
+        keep: (B, T) bool; if given, the last block computes its output only there: (N, H), row-major order.
+        """
         mask = None
         if attention_mask is not None:
             mask = attention_mask.bool()[:, None, None, :]  # (B, T) -> (B, 1, 1, T): broadcast over heads and queries
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        for block in self.layers:
+        for block in self.layers[:-1]:
             x = block(x, mask)  # (B, T, H)
-        return x
+        return self.layers[-1](x, mask, keep)  # (B, T, H), or (N, H) at the kept positions
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """MLM logits at every position: (B, T) -> (B, T, V)."""
@@ -194,9 +205,9 @@ class Bert(nn.Module):
 
         The head runs at those N positions only, (N, H) -> (N, V), instead of (B*T, H) -> (B*T, V).
         """
-        x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         selected = labels != -100  # (B, T) bool
-        return self.head(x[selected], self.embeddings.word.weight)  # (N, H) -> (N, V)
+        x = self.encode(input_ids, attention_mask, token_type_ids, keep=selected)  # (N, H)
+        return self.head(x, self.embeddings.word.weight)  # (N, H) -> (N, V)
 
     def mlm_loss(self, input_ids, labels, attention_mask=None, token_type_ids=None):
         """Mean cross-entropy over the positions where labels != -100 (the head runs only there).

@@ -6,6 +6,11 @@ Only the 4-bit form is kept; the dequantised W exists during the matmul and is f
 storage is buffers, not parameters, so no optimizer can touch it and no gradient reaches it; the
 gradient still flows to the input x, which is what LoRA factors on top of this layer need
 (QLoRA Eq. 5-6: backpropagate through the frozen 4-bit weight into the adapters).
+
+A plain F.linear(x, W) would keep the dequantised W alive until the backward pass (it needs W for
+dL/dx = dL/dy W), so training would hold every weight in 16/32 bits again. DequantizedLinear instead
+saves nothing but a reference to the 4-bit weight and dequantises it a second time in backward: a
+little more compute for the memory QLoRA is about.
 """
 
 import torch
@@ -13,6 +18,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from quant.nf4 import NF4Weight, quantize_nf4
+
+
+class DequantizedLinear(torch.autograd.Function):
+    """y = x W^T + b, W = dequantize(W_nf4); backward recomputes W instead of storing it."""
+
+    @staticmethod
+    def forward(ctx, x, weight_nf4: NF4Weight, bias, dtype):
+        ctx.weight_nf4, ctx.dtype = weight_nf4, dtype
+        return F.linear(x, weight_nf4.dequantize(dtype), bias)  # (..., in) -> (..., out)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_y @ ctx.weight_nf4.dequantize(ctx.dtype)  # dL/dx = dL/dy W: (..., out) @ (out, in)
+        return grad_x, None, None, None  # the 4-bit weight and the bias are frozen
 
 
 class Linear4bit(nn.Module):
@@ -33,9 +54,9 @@ class Linear4bit(nn.Module):
         return cls(quantize_nf4(weight, blocksize, double_quant), bias, compute_dtype or weight.dtype)
 
     def forward(self, x):
-        w = self.weight_nf4.dequantize(self.compute_dtype)  # (out, in), transient
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), w, bias).to(x.dtype)  # (..., in) -> (..., out), in x's dtype
+        y = DequantizedLinear.apply(x.to(self.compute_dtype), self.weight_nf4, bias, self.compute_dtype)
+        return y.to(x.dtype)  # (..., out), in the input's dtype
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, compute_dtype={self.compute_dtype}"

@@ -193,3 +193,14 @@ def test_qlora_memory_of_the_full_size_models(hf_config, limit_mb, trainable, to
     qlora_mb = quant.model_bytes(model) / 1e6
     assert qlora_mb <= limit_mb, (full_mb, qlora_mb)
     assert methods.count_parameters(model) == (trainable, total)  # 4-bit weights counted as the weights they hold
+
+
+def test_linear4bit_backward_equals_autograd_through_the_dequantised_weight():
+    """The custom backward (which re-dequantises instead of storing W) gives autograd's input gradient."""
+    torch.manual_seed(1)
+    layer = quant.Linear4bit.from_linear(torch.nn.Linear(64, 32), compute_dtype=torch.float32)
+    x = torch.randn(4, 7, 64, requires_grad=True)
+    layer(x).square().sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    F.linear(x_ref, layer.weight_nf4.dequantize(), layer.bias).square().sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)

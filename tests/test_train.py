@@ -186,3 +186,12 @@ def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
                   "was made with method='lora', this command has 'hira'")  # fmt: skip
     assert (out / "adapter_model.safetensors").read_bytes() == before  # nothing already written is lost
     fails_cleanly(capsys, evaluate.main, ["--runs-dir", str(tmp_path / "empty")], "no finished runs in")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_checkpoint(tiny_model_dir, corpus, tmp_path, capsys):
+    out = tmp_path / "diverges"
+    args = ["--method", "lora", "--max-steps", "20", "--lr", "1e30", "--eval-every", "0", "--save-every", "1"]
+    assert train.main(train_args(tiny_model_dir, corpus, out, *args)) == 3
+    err = capsys.readouterr().err
+    assert "the loss is nan" in err and "The last good checkpoint is kept" in err and "Traceback" not in err
+    assert list((out / "checkpoints").glob("step-*")) and not (out / "metrics.json").exists()
