@@ -605,14 +605,10 @@ Perplexity is exp of the mean cross-entropy over the masked tokens of the test s
 fixed masks for every method (15% of the tokens; 80% [MASK], 10% random, 10% unchanged).
 
 ## Usage
-```python
-from transformers import AutoModelForMaskedLM
-from peft import PeftModel
-
-base = AutoModelForMaskedLM.from_pretrained("{m["base_model"]}")
-model = PeftModel.from_pretrained(base, "path/to/this/directory")
-```
-or, with this project: `methods.load_adapter(minibert.from_pretrained("{m["base_model"]}"), "path/to/this/directory")`.
+With PEFT (`transformers.AutoModelForMaskedLM`, `peft.PeftModel`):
+`PeftModel.from_pretrained(AutoModelForMaskedLM.from_pretrained("{m["base_model"]}"), "path/to/this/directory")`.
+With this project: `methods.load_adapter(minibert.from_pretrained("{m["base_model"]}"), "path/to/this/directory")`
+(for QLoRA, quantise the base first with `methods.qlora.quantize_linears`).
 """
 
 
