@@ -33,7 +33,7 @@ import methods
 import minibert
 import quant
 from methods.qlora import quantize_linears
-from train import USER_ERRORS, evaluate_mlm, load_blocks, peak_memory
+from train import USER_ERRORS, bf16_autocast, evaluate_mlm, load_blocks, peak_memory
 
 COLUMNS = [
     ("method", "method"),
@@ -123,8 +123,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     test_blocks = load_blocks(run_args, tokenizer, splits=("test",))["test"]
     vocab = data.MaskingVocab.from_tokenizer(tokenizer)
     model = build_model(row, device)
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # noqa: E731
-    result = evaluate_mlm(model, data.eval_masks(test_blocks, vocab), args.batch_size, device, autocast, top_k=5)
+    result = evaluate_mlm(model, data.eval_masks(test_blocks, vocab), args.batch_size, device, top_k=5)
     measured = {
         "test_loss": result["loss"],
         "test_perplexity": result["perplexity"],
@@ -140,7 +139,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     batch = data.eval_masks(test_blocks[: args.throughput_batch_size], vocab)
     ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
     timings = []
-    with torch.no_grad(), autocast():
+    with torch.no_grad(), bf16_autocast(device):
         for i in range(12):
             start = time.perf_counter()
             model.masked_logits(ids, labels)

@@ -165,8 +165,13 @@ def load_blocks(args, tokenizer, splits=data.SPLITS) -> dict[str, torch.Tensor]:
     return blocks
 
 
+def bf16_autocast(device):
+    """bf16 autocast on CUDA (matmuls in bf16, fp32 master weights); a no-op context on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.no_grad()
-def evaluate_mlm(model, masked: dict, batch_size: int, device, autocast, top_k: int = 1) -> dict:
+def evaluate_mlm(model, masked: dict, batch_size: int, device, top_k: int = 1) -> dict:
     """Token-weighted masked-LM loss, perplexity = exp(loss), and top-1 (and top-k) accuracy on fixed masks."""
     was_training = model.training
     model.eval()
@@ -174,7 +179,7 @@ def evaluate_mlm(model, masked: dict, batch_size: int, device, autocast, top_k: 
     for i in range(0, len(masked["input_ids"]), batch_size):
         input_ids = masked["input_ids"][i : i + batch_size].to(device)
         labels = masked["labels"][i : i + batch_size].to(device)
-        with autocast():
+        with bf16_autocast(device):
             logits = model.masked_logits(input_ids, labels).float()  # (N, V) at the masked positions only
         targets = labels[labels != data.IGNORE]  # (N,)
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
@@ -333,7 +338,6 @@ def run(args) -> int:
     if world > 1:
         device_ids = [device] if device.type == "cuda" else None
         objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # noqa: E731
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -383,7 +387,7 @@ def run(args) -> int:
     def validate():
         nonlocal best, best_state, eval_time, last_validated
         start = time.perf_counter()
-        result = evaluate_mlm(model, valid, args.eval_batch_size, device, autocast)
+        result = evaluate_mlm(model, valid, args.eval_batch_size, device)
         eval_time += time.perf_counter() - start
         last_validated = step
         if result["loss"] < best["loss"] or best_state is None:
@@ -419,7 +423,7 @@ def run(args) -> int:
             n_local = (labels != data.IGNORE).sum()
             n_global = all_reduce_sum(n_local.clone().float(), world)
             scale = n_local * world / n_global.clamp(min=1)  # mean over the global batch, whatever the split
-            with autocast():
+            with bf16_autocast(device):
                 loss = objective(input_ids, labels, scale)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -485,7 +489,7 @@ def run(args) -> int:
                 if p.requires_grad:
                     p.copy_(best_state[n])
         start = time.perf_counter()
-        test_result = evaluate_mlm(model, test, args.eval_batch_size, device, autocast)
+        test_result = evaluate_mlm(model, test, args.eval_batch_size, device)
         eval_time += time.perf_counter() - start
         metrics = {
             "finished": True,

@@ -27,6 +27,8 @@ import transformers
 
 import methods
 import minibert
+from tests.benchmarks.bench_train import make_batch
+from train import bf16_autocast
 
 WIKITEXT2_TRAIN_BLOCKS = 20_000  # ≈ 2.09M words x ~1.2 WordPieces / 126 per block; --train-blocks for the exact count
 
@@ -43,10 +45,7 @@ def checkpoint(arch: str, small: bool, directory: str) -> str:
 
 
 def batch(n: int, seq: int, device) -> dict:
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (n, seq), generator=g)
-    chosen = torch.rand(ids.shape, generator=g) < 0.15
-    return {"input_ids": ids.masked_fill(chosen, 103).to(device), "labels": torch.where(chosen, ids, -100).to(device)}
+    return {key: value.to(device) for key, value in make_batch(n, seq).items()}
 
 
 def sync(device):
@@ -63,10 +62,9 @@ def adapted(directory: str, method: str, device, compile_model: bool):
 
 def train_steps_per_s(model, b, device, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step():
-        with autocast:
+        with bf16_autocast(device):
             loss = model.mlm_loss(b["input_ids"], b["labels"])
         loss.backward()
         optimizer.step()
@@ -105,7 +103,7 @@ def main():
             b16 = batch(16, 128, device)
             with torch.no_grad():
                 fp32 = base(b16["input_ids"]).float()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with bf16_autocast(device):
                     bf16 = base(b16["input_ids"]).float()
             cosine = F.cosine_similarity(fp32.double().flatten(), bf16.double().flatten(), dim=0).item()
             print(f"[{arch}] bf16 vs fp32 logits: max |Δ| {(fp32 - bf16).abs().max().item():.4f} "
@@ -121,7 +119,7 @@ def main():
             b256 = batch(256, 128, device)
             base.eval()
             times = []
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.no_grad(), bf16_autocast(device):
                 for i in range(13):
                     sync(device)
                     start = time.perf_counter()
