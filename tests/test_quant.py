@@ -48,7 +48,13 @@ def test_nf4_bytes_and_dequantisation_equal_bitsandbytes(shape, blocksize):
     assert ours.packed.dtype == torch.uint8 and ours.packed.numel() == (w.numel() + 1) // 2
     assert torch.equal(ours.packed, packed.reshape(-1))
     assert torch.equal(ours.absmax, state.absmax)
-    assert torch.equal(ours.dequantize(), bnb.dequantize_4bit(packed, state).reshape(shape))
+    # bitsandbytes 0.50.2's CPU dequantize_4bit is wrong for some 2-D shapes on some CPUs (errors of 2.0 on
+    # N(0,1) weights for (64, 48) here) although its bytes are right; the same bytes quantised from the
+    # flattened weight take its 1-D path, which is correct everywhere, so compare with that.
+    flat_packed, flat_state = bnb.quantize_4bit(w.reshape(-1), blocksize=blocksize, compress_statistics=False,
+                                                quant_type="nf4")  # fmt: skip
+    assert torch.equal(flat_packed.reshape(-1), packed.reshape(-1))
+    assert torch.equal(ours.dequantize(), bnb.dequantize_4bit(flat_packed, flat_state).reshape(shape))
 
 
 def test_midpoints_go_to_the_lower_level():
