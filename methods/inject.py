@@ -5,6 +5,10 @@ every linear layer whose HF module name is t or ends with "." + t. For BERT the 
 query, key, value, dense (attention output, intermediate, output, and the MLM head's transform);
 for DistilBERT q_lin, k_lin, v_lin, out_lin, lin1, lin2, vocab_transform. `minibert.weights.module_names`
 translates between those names and ours.
+
+A sequence classifier's task head (BERT: `classifier`; DistilBERT: `pre_classifier` and `classifier`) is
+new, so it is trained in full next to the adapters, as PEFT's `modules_to_save` does. The method "head"
+trains that head alone, with no adapter: the linear-probe baseline that PEFT papers report.
 """
 
 import inspect
@@ -19,12 +23,14 @@ from methods.hira import HiRALinear
 from methods.lora import LoRALinear
 from methods.qlora import quantize_linears
 from methods.sora import SoRALinear
-from minibert.model import Bert
+from minibert.classifier import trained_head
+from minibert.model import Encoder
 from minibert.weights import module_names
 from quant.linear4bit import Linear4bit
 from quant.nf4 import NF4Weight
 
-METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear, "qlora": LoRALinear}
+# method -> the wrapper it puts on each target layer; "head" puts none (only a classifier's head is trained)
+METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear, "qlora": LoRALinear, "head": None}
 DEFAULT_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}  # as in the LoRA paper: W_q, W_v
 
 
@@ -36,19 +42,31 @@ class AdapterConfig:
     dropout: float  # dropout on the adapter's input
     target_modules: list[str] | str  # HF module names or suffixes that were adapted (a str: one regex)
     options: dict = field(default_factory=dict)  # method-specific, e.g. {"sparse_lambda": 2.0} for sparse_lora
+    modules_to_save: list[str] = field(default_factory=list)  # HF names of the head layers trained in full
 
 
 def apply(
-    model: Bert, method: str, r: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules=None, **options
-) -> Bert:
+    model: Encoder, method: str, r: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules=None, **options
+) -> Encoder:
     """Adapt `model` in place with `method` and return it. Only the adapter parameters stay trainable.
 
-    target_modules: HF module names (see module doc and find_targets); None takes the architecture's default.
+    method: a key of METHODS. target_modules: HF module names (see module doc and find_targets); None takes
+    the architecture's default. A classifier's task head is made trainable too (see module doc).
     options: method-specific hyper-parameters, e.g. sparse_lambda for "sparse_lora", or blocksize,
     double_quant and compute_dtype for "qlora" (see methods/qlora.py).
     """
     if method not in METHODS:
         raise AdapterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    head = trained_head(model)
+    if method == "head":
+        if not head:
+            raise AdapterError("method 'head' trains a classification head; load the model with num_labels")
+        if options:
+            raise AdapterError(f"method 'head' has no options, got {sorted(options)}")
+        model.requires_grad_(False)
+        train_head(model, head)
+        model.adapter_config = AdapterConfig(method, 0, 0.0, 0.0, [], {}, hf_module_names(model, head))
+        return model
     cls = METHODS[method]
     takes_options = quantize_linears if method == "qlora" else cls.__init__
     accepted = set(inspect.signature(takes_options).parameters) - {"self", "model", "base", "r", "alpha", "dropout"}
@@ -65,11 +83,25 @@ def apply(
         options = {}
     for name in layers:
         replace_module(model, name, cls(model.get_submodule(name), r=r, alpha=alpha, dropout=dropout, **options))
-    model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, dict(options))
+    train_head(model, head)
+    saved = hf_module_names(model, head)
+    model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, dict(options), saved)
     return model
 
 
-def find_targets(model: Bert, targets) -> list[str]:
+def train_head(model: nn.Module, head: list[str]) -> None:
+    """Make the task head's layers trainable (PEFT's modules_to_save); the rest stays as it is."""
+    for name in head:
+        model.get_submodule(name).requires_grad_(True)
+
+
+def hf_module_names(model: nn.Module, ours: list[str]) -> list[str]:
+    """The Hugging Face names of our modules `ours`."""
+    names = module_names(model)
+    return [names[name] for name in ours]
+
+
+def find_targets(model: Encoder, targets) -> list[str]:
     """Our names of the linear layers whose HF name matches `targets`, with PEFT's rules: a list selects
     names equal to an entry or ending with "." + entry; a single string is a regular expression that
     the whole name must match."""
@@ -77,10 +109,12 @@ def find_targets(model: Bert, targets) -> list[str]:
         raise AdapterError("this model already has adapters; load a fresh base model to apply another")
     if not targets:
         raise AdapterError(f"target_modules must name at least one module, got {targets!r}")
+    head = trained_head(model)  # trained in full, never adapted
     linear = {
         ours: hf
-        for ours, hf in module_names(model.config).items()
+        for ours, hf in module_names(model).items()
         if isinstance(model.get_submodule(ours), (nn.Linear, Linear4bit))  # Linear4bit: an already quantised base
+        and ours not in head
     }
     if isinstance(targets, str):
         matches = {targets: [ours for ours, hf in linear.items() if re.fullmatch(targets, hf)]}

@@ -9,7 +9,17 @@ A directory holds two files:
 
 PEFT adds "base_model.model." in front of the model's own module names. Keys without that prefix make
 PEFT warn and then silently run a no-op adapter, which is why the tests compare logits, not just
-"it loaded". PEFT has no task type for masked-LM, so task_type is null.
+"it loaded". PEFT has no task type for masked-LM, so task_type is null there.
+
+A sequence classifier's adapter is PEFT's SEQ_CLS format: task_type "SEQ_CLS", `modules_to_save` naming the
+head layers trained in full (BERT: classifier; DistilBERT: pre_classifier, classifier), and their
+tensors stored whole under the module's own name:
+      base_model.model.classifier.weight, base_model.model.classifier.bias
+so that `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=K),
+dir)` rebuilds the same classifier. PEFT cannot express a head trained alone (method "head": it refuses a
+config that adapts no layer), so that baseline is saved as head_model.safetensors, the head's tensors
+under their transformers names ("classifier.weight", ...), which `load_state_dict(..., strict=False)`
+of a transformers classifier takes as they are.
 
 Sparse LoRA is written as a plain LoRA: each module's zero-gate ranks are cut out, g and alpha/r are
 folded into B, and the module's own rank goes into `rank_pattern` (its alpha into `alpha_pattern`,
@@ -28,14 +38,17 @@ from safetensors.torch import save_file
 
 from methods.base import AdapterError, replace_module
 from methods.hira import HiRALinear
-from methods.inject import AdapterConfig, adapter_layers, find_targets
+from methods.inject import AdapterConfig, adapter_layers, find_targets, hf_module_names, train_head
 from methods.lora import LoRALinear
 from methods.sora import SoRALinear
+from minibert.classifier import trained_head
 from minibert.hub import read_json_object
-from minibert.model import Bert
+from minibert.model import Encoder
 from minibert.weights import module_names
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+HEAD_FILE = "head_model.safetensors"  # method "head": the classification head alone (see module doc)
+PEFT_HEAD_NAMES = ("classifier", "score")  # PEFT adds these to a SEQ_CLS config's modules_to_save itself
 PREFIX = "base_model.model."
 # Per peft_type: our factor's attribute name -> the end of its key in the file.
 FACTOR_KEYS = {
@@ -48,26 +61,35 @@ UNSUPPORTED = {
     "LORA": {"use_dora": False, "use_rslora": False, "bias": "none", "lora_bias": False, "fan_in_fan_out": False},
     "HIRA": {"fan_in_fan_out": False},
 }
-UNSUPPORTED_IF_SET = ("modules_to_save", "layers_to_transform", "layers_pattern", "trainable_token_indices")
+UNSUPPORTED_IF_SET = ("layers_to_transform", "layers_pattern", "trainable_token_indices")
 
 
-def save_adapter(model: Bert, out_dir) -> Path:
-    """Write the model's adapter as adapter_config.json + adapter_model.safetensors (PEFT format)."""
+def save_adapter(model: Encoder, out_dir) -> Path:
+    """Write the model's adapter as adapter_config.json + adapter_model.safetensors (PEFT format), or a
+    head-only run's head as head_model.safetensors."""
     config = getattr(model, "adapter_config", None)
     if config is None:
         raise AdapterError("this model has no adapter to save; call methods.apply(model, ...) first")
-    hf_names = module_names(model.config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_names = module_names(model)
+    head = {hf_names[name]: model.get_submodule(name) for name in trained_head(model)}  # HF name -> nn.Linear
+    head_tensors = {f"{hf}.{n}": p for hf, layer in head.items() for n, p in layer.named_parameters()}
+    if config.method == "head":
+        save_tensors(out_dir / HEAD_FILE, head_tensors)
+        return out_dir
     layers = {hf_names[name]: layer for name, layer in adapter_layers(model).items()}
     if any(layer.merged for layer in layers.values()):
         raise AdapterError("the adapters are merged into the base weights; call methods.unmerge(model) before saving")
     common = {
         "base_model_name_or_path": model.config.name_or_path or None,
-        "task_type": None,  # PEFT has no task type for masked-LM
+        "task_type": "SEQ_CLS" if head else None,  # PEFT has no task type for masked-LM
         "inference_mode": True,
         "fan_in_fan_out": False,
-        "modules_to_save": None,
+        "modules_to_save": list(head) or None,
     }
-    tensors, rank_pattern, alpha_pattern = {}, {}, {}
+    tensors = {f"{PREFIX}{key}": t for key, t in head_tensors.items()}  # the head, whole
+    rank_pattern, alpha_pattern = {}, {}
     if config.method == "hira":
         for hf, layer in layers.items():
             for factor, suffix in FACTOR_KEYS["HIRA"].items():
@@ -98,7 +120,8 @@ def save_adapter(model: Bert, out_dir) -> Path:
             if alpha != config.alpha:
                 alpha_pattern[hf] = alpha
         if config.method == "sparse_lora":
-            target_modules = sorted({key[len(PREFIX) : -len(".lora_A.weight")] for key in tensors})  # the kept modules
+            kept = [key for key in tensors if key.endswith(".lora_A.weight")]
+            target_modules = sorted({key[len(PREFIX) : -len(".lora_A.weight")] for key in kept})  # the kept modules
             if not target_modules:
                 raise AdapterError(
                     "every gate of the Sparse LoRA adapter is zero: it equals the base model, nothing to save"
@@ -116,18 +139,23 @@ def save_adapter(model: Bert, out_dir) -> Path:
             "use_dora": False,
             "init_lora_weights": True,
         }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {key: t.detach().to("cpu", torch.float32).contiguous() for key, t in tensors.items()}
-    write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(weights, path, metadata={"format": "pt"}))
+    save_tensors(out_dir / WEIGHTS_FILE, tensors)
     text = json.dumps({**common, **file_config}, indent=2, sort_keys=True)
     write_atomically(out_dir / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n", encoding="utf-8"))
     return out_dir
 
 
-def load_adapter(model: Bert, directory) -> Bert:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    weights = {key: t.detach().to("cpu", torch.float32).contiguous() for key, t in tensors.items()}
+    write_atomically(path, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+
+
+def load_adapter(model: Encoder, directory) -> Encoder:
     """Apply the adapter saved in `directory` (by save_adapter or by PEFT) to a base model, in place."""
     directory = Path(directory)
+    head = trained_head(model)
+    if head and (directory / HEAD_FILE).is_file() and not (directory / CONFIG_FILE).is_file():
+        return _load_head_only(model, directory / HEAD_FILE, head)
     if not (directory / CONFIG_FILE).is_file():
         raise AdapterError(
             f"{directory / CONFIG_FILE}: not found; an adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
@@ -147,6 +175,7 @@ def load_adapter(model: Bert, directory) -> Bert:
     for option in UNSUPPORTED_IF_SET:
         if config.get(option):
             raise AdapterError(f"{directory / CONFIG_FILE}: {option} is not supported")
+    _check_task(config, model, directory / CONFIG_FILE)
     r = config.get("r", 8)
     dropout = config.get("hira_dropout" if peft_type == "HIRA" else "lora_dropout", 0.0)
     alpha = config.get("lora_alpha", 8)
@@ -155,8 +184,8 @@ def load_adapter(model: Bert, directory) -> Bert:
         layers = find_targets(model, targets)
     except AdapterError as e:
         raise AdapterError(f"{directory / CONFIG_FILE}: {e}") from None
-    hf_names = module_names(model.config)
-    model.requires_grad_(False)  # only the adapters will be trainable
+    hf_names = module_names(model)
+    model.requires_grad_(False)  # only the adapters (and a classifier's head) will be trainable
     for name in layers:
         hf = hf_names[name]
         layer_r = _pattern(config.get("rank_pattern"), hf, r)
@@ -170,12 +199,53 @@ def load_adapter(model: Bert, directory) -> Bert:
                 dropout=dropout,
             )
         replace_module(model, name, layer)
-    model.adapter_config = AdapterConfig("hira" if peft_type == "HIRA" else "lora", r, alpha, dropout, targets)
+    train_head(model, head)
+    method = "hira" if peft_type == "HIRA" else "lora"
+    model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, {}, hf_module_names(model, head))
     _load_tensors(model, directory / WEIGHTS_FILE, FACTOR_KEYS[peft_type])
     return model
 
 
-def _load_tensors(model: Bert, path: Path, factor_keys: dict[str, str]) -> None:
+def _check_task(config: dict, model: Encoder, path: Path) -> None:
+    """A SEQ_CLS adapter goes on a classifier, any other on a masked-LM model; modules_to_save is the head."""
+    task_type = config.get("task_type")
+    if model.task == "classification" and task_type != "SEQ_CLS":
+        raise AdapterError(
+            f"{path}: task_type {task_type!r} is not a classifier's adapter (SEQ_CLS); "
+            "load the base model without num_labels"
+        )
+    if model.task != "classification" and task_type == "SEQ_CLS":
+        raise AdapterError(
+            f"{path}: a sequence-classification adapter (SEQ_CLS); load the base model with "
+            "num_labels=K, e.g. minibert.from_pretrained(name, num_labels=2)"
+        )
+    head_names = set(hf_module_names(model, trained_head(model)))
+    others = set(config.get("modules_to_save") or []) - head_names - set(PEFT_HEAD_NAMES)
+    if others:
+        raise AdapterError(
+            f"{path}: modules_to_save {sorted(others)} is not supported; only the classification "
+            f"head ({sorted(head_names)}) is trained in full here"
+        )
+    missing = head_names - set(config.get("modules_to_save") or []) - set(PEFT_HEAD_NAMES)
+    if missing:
+        raise AdapterError(
+            f"{path}: modules_to_save lacks {sorted(missing)}, which a fine-tuned "
+            f"{model.config.arch} classifier needs (it is not in the pre-trained checkpoint)"
+        )
+
+
+def _load_head_only(model: Encoder, path: Path, head: list[str]) -> Encoder:
+    """Method "head": the head's tensors under their transformers names; everything else stays frozen."""
+    model.requires_grad_(False)
+    train_head(model, head)
+    hf = dict(zip(head, hf_module_names(model, head), strict=True))
+    expected = {f"{hf[n]}.{k}": p for n in head for k, p in model.get_submodule(n).named_parameters()}
+    _copy_tensors(path, expected)
+    model.adapter_config = AdapterConfig("head", 0, 0.0, 0.0, [], {}, list(hf.values()))
+    return model
+
+
+def _load_tensors(model: Encoder, path: Path, factor_keys: dict[str, str]) -> None:
     """Fill every adapter factor from the file; every key must be used and every shape must match."""
     if not path.is_file():
         hint = (
@@ -184,11 +254,21 @@ def _load_tensors(model: Bert, path: Path, factor_keys: dict[str, str]) -> None:
             else ""
         )
         raise AdapterError(f"{path}: not found{hint}")
-    hf_names = module_names(model.config)
+    hf_names = module_names(model)
     expected = {}
     for name, layer in adapter_layers(model).items():
         for factor, suffix in factor_keys.items():
             expected[f"{PREFIX}{hf_names[name]}.{suffix}"] = getattr(layer, factor)
+    for name in trained_head(model):  # a classifier's head, stored whole
+        for key, param in model.get_submodule(name).named_parameters():
+            expected[f"{PREFIX}{hf_names[name]}.{key}"] = param
+    _copy_tensors(path, expected)
+
+
+def _copy_tensors(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Copy the file's tensors into `expected` (key -> parameter): the same keys, the same shapes."""
+    if not path.is_file():
+        raise AdapterError(f"{path}: not found")
     try:
         with safe_open(str(path), framework="pt") as f, torch.no_grad():
             keys = set(f.keys())

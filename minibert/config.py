@@ -33,6 +33,8 @@ class BertConfig:
     attention_dropout: float = 0.1  # dropout on the attention probabilities (training only)
     pad_token_id: int = 0  # id of [PAD]; its embedding row is initialised to zero
     initializer_range: float = 0.02  # std of the normal init, used only for a head missing from a checkpoint
+    classifier_dropout: float = 0.1  # dropout before the classification layer (BERT: hidden dropout; DistilBERT: 0.2)
+    num_labels: int = 0  # classes of the sequence classifier; 0 for the masked-LM model
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (softmax(QK^T/sqrt(d))V written out)
     name_or_path: str = ""  # where the weights came from (hub repo id or directory); recorded in adapter files
 
@@ -47,6 +49,8 @@ class BertConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {SUPPORTED_ACTIVATIONS}")
+        if self.num_labels < 0 or self.num_labels == 1:
+            raise ValueError(f"num_labels must be 0 (masked LM) or at least 2 (a classifier), got {self.num_labels}")
         if self.attention not in ("sdpa", "explicit"):
             raise ValueError(f"attention must be 'sdpa' or 'explicit', got {self.attention!r}")
 
@@ -81,6 +85,8 @@ class BertConfig:
                     attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
                     pad_token_id=d.get("pad_token_id") or 0,
                     initializer_range=d.get("initializer_range", 0.02),
+                    # BertForSequenceClassification: classifier_dropout, falling back to hidden_dropout_prob
+                    classifier_dropout=_first_set(d.get("classifier_dropout"), d.get("hidden_dropout_prob"), 0.1),
                 )
             elif model_type == "distilbert":
                 unsupported = {"tie_word_embeddings = false": not d.get("tie_word_embeddings", True)}
@@ -99,6 +105,7 @@ class BertConfig:
                     attention_dropout=d.get("attention_dropout", 0.1),
                     pad_token_id=d.get("pad_token_id") or 0,
                     initializer_range=d.get("initializer_range", 0.02),
+                    classifier_dropout=d.get("seq_classif_dropout", 0.2),  # DistilBertForSequenceClassification
                 )
             else:
                 raise LoadError(
@@ -120,6 +127,10 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path: Path) -> "BertConfig":
         return cls.from_hf_dict(read_json_object(path), source=str(path))
+
+
+def _first_set(*values):
+    return next(v for v in values if v is not None)
 
 
 def _model_type_from_architectures(architectures: list) -> str | None:

@@ -152,16 +152,17 @@ class MLMHead(nn.Module):
         return F.linear(h, word_embeddings, self.bias)  # h E^T + b: (..., H) @ (H, V) -> (..., V)
 
 
-class Bert(nn.Module):
-    """The encoder plus its MLM head. Works for BERT and DistilBERT checkpoints alike."""
+class Encoder(nn.Module):
+    """Embeddings and the stack of blocks: token ids -> one contextual vector per token. Task-agnostic:
+    `Bert` (below) puts the masked-LM head on it, `minibert.classifier.BertClassifier` a classification head."""
+
+    task = ""  # which head a subclass adds: selects that head's rows of the weight-name table (weights.py)
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.head = MLMHead(config)
-        self.apply(self._init_weights)
 
     def _init_weights(self, module):
         """BERT's initialisation (truncated-normal-like N(0, 0.02), zero biases, unit LayerNorm).
@@ -195,6 +196,21 @@ class Bert(nn.Module):
             x = block(x, mask)  # (B, T, H)
         return self.layers[-1](x, mask, keep)  # (B, T, H), or (N, H) at the kept positions
 
+    def num_parameters(self) -> int:
+        """Parameters counted once each (the tied decoder is the word-embedding matrix, not a copy)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+class Bert(Encoder):
+    """The encoder plus its MLM head. Works for BERT and DistilBERT checkpoints alike."""
+
+    task = "mlm"
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.head = MLMHead(config)
+        self.apply(self._init_weights)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """MLM logits at every position: (B, T) -> (B, T, V)."""
         x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
@@ -218,7 +234,3 @@ class Bert(nn.Module):
         if logits.shape[0] == 0:
             return logits.sum()  # zero, with a gradient of zero
         return F.cross_entropy(logits, labels[labels != -100])  # mean over the N labelled tokens
-
-    def num_parameters(self) -> int:
-        """Parameters counted once each (the tied decoder is the word-embedding matrix, not a copy)."""
-        return sum(p.numel() for p in self.parameters())

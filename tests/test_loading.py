@@ -239,8 +239,8 @@ def rewrite_weights(directory: Path, edit) -> None:
 
 def test_unexpected_key_is_refused(bert_dir, tmp_path):
     directory = copy_model(bert_dir, tmp_path)
-    rewrite_weights(directory, lambda s: s.update({"classifier.weight": torch.zeros(2, 32)}))
-    with pytest.raises(minibert.LoadError, match=r"does not have, e.g. \['classifier.weight'\]"):
+    rewrite_weights(directory, lambda s: s.update({"qa_outputs.weight": torch.zeros(2, 32)}))
+    with pytest.raises(minibert.LoadError, match=r"does not have, e.g. \['qa_outputs.weight'\]"):
         minibert.from_pretrained(str(directory))
 
 
