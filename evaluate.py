@@ -1,19 +1,25 @@
-"""Score every finished run on the WikiText-2 test split, side by side, with the base model as the first row.
+"""Score every finished run on its task's test split, side by side: one table and one plot per task.
 
     python evaluate.py                          # every finished run under runs/
-    python evaluate.py runs/lora-bert-base-uncased runs/hira-bert-base-uncased --pseudo-perplexity 50
+    python evaluate.py runs/lora-sst2-bert-base-uncased runs/head-sst2-bert-base-uncased
+    python evaluate.py --pseudo-perplexity 50     # WikiText-2 rows also get pseudo-perplexity
 
-For each base model the row "base" is the model without any adapter, so the effect of fine-tuning is
-visible. Every row is scored on the same blocks with the same fixed masks (data/masking.py):
+WikiText-2 (masked LM): for each base model the row "base" is the model without any adapter, so the
+effect of fine-tuning is visible. Every row is scored on the same blocks with the same fixed masks
+(data/masking.py):
     perplexity  = exp(mean cross-entropy over the masked tokens)
     accuracy    = top-1 (and top-5) prediction of the masked tokens
     --pseudo-perplexity N: mask one token at a time over the first N test blocks (Salazar, Liang,
                 Nguyen, Kirchhoff, "Masked Language Model Scoring", ACL 2020, Section 2.3):
                 PPPL = exp(-mean over tokens t of log p(w_t | all other tokens)); independent of masks.
+SST-2 and IMDB (classification): accuracy, F1 of the positive class and macro F1 on the test split
+(data/sentiment.py says which split that is); the baseline row is the `head` run (only the
+classification head trained) when there is one.
+
 Inference throughput (samples/s after warm-up) and peak memory are measured for each row in its own
 process, so that one row's memory does not count in the next one's.
 
-Writes results/comparison.md, results/comparison.csv and results/comparison.png.
+Writes results/comparison-<task>.md, .csv and .png for every task that has runs.
 """
 
 import argparse
@@ -32,38 +38,59 @@ import data
 import methods
 import minibert
 import quant
+import tasks
 from methods.qlora import quantize_linears
-from train import USER_ERRORS, bf16_autocast, evaluate_mlm, load_blocks, peak_memory
+from train import USER_ERRORS
+from training.device import bf16_autocast, peak_memory
 
-COLUMNS = [
+COMMON_FIRST = [
     ("method", "method"),
     ("base_model", "base model"),
     ("trainable_params", "trainable params"),
     ("trainable_percent", "trainable %"),
     ("model_size_mb", "size MB"),
-    ("test_perplexity", "test perplexity"),
-    ("test_accuracy", "accuracy"),
-    ("test_top5_accuracy", "top-5 accuracy"),
-    ("pseudo_perplexity", "pseudo-perplexity"),
+]
+COMMON_LAST = [
     ("train_time_s", "train time s"),
     ("train_samples_per_s", "train samples/s"),
     ("inference_samples_per_s", "inference samples/s"),
     ("peak_memory_mb", "peak memory MB"),
 ]
+TASK_COLUMNS = {
+    "wikitext2": [
+        ("test_perplexity", "test perplexity"),
+        ("test_accuracy", "accuracy"),
+        ("test_top5_accuracy", "top-5 accuracy"),
+        ("pseudo_perplexity", "pseudo-perplexity"),
+    ],
+    "classification": [
+        ("test_accuracy", "accuracy"),
+        ("test_f1", "F1"),
+        ("test_macro_f1", "macro F1"),
+        ("test_loss", "test loss"),
+    ],
+}
+# per task kind: (the validation metric drawn over training, the test metric in the bars, which is better)
+PLOTTED = {"wikitext2": ("loss", "test_perplexity", "lower"), "classification": ("accuracy", "test_accuracy", "higher")}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run directories (default: every finished run under --runs-dir)")
     p.add_argument("--runs-dir", default="runs", help="where train.py wrote its runs (default runs)")
-    p.add_argument("--data-dir", default=None, help="WikiText-2 files, as for train.py (default: the hub)")
-    p.add_argument("--output-dir", default="results", help="where the table and plot go (default results)")
-    p.add_argument("--batch-size", type=int, default=64, help="blocks per evaluation batch (default 64)")
+    p.add_argument("--data-dir", default=None, help="the tasks' files, as for train.py (default: the hub)")
+    p.add_argument("--output-dir", default="results", help="where the tables and plots go (default results)")
+    p.add_argument("--batch-size", type=int, default=64, help="blocks or examples per evaluation batch (default 64)")
     p.add_argument("--throughput-batch-size", type=int, default=32, help="batch for inference timing (default 32)")
-    p.add_argument("--pseudo-perplexity", type=int, default=0, metavar="N", help="also PPPL on the first N test blocks")
+    p.add_argument("--pseudo-perplexity", type=int, default=0, metavar="N",
+                   help="WikiText-2: also PPPL on the first N test blocks")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
-    p.add_argument("--cache-dir", default=None, help="cache of tokenised blocks (default ~/.cache/minibert-peft)")
+    p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     return p.parse_args(argv)
+
+
+def kind(task: str) -> str:
+    return "wikitext2" if task == "wikitext2" else "classification"
 
 
 def find_runs(args) -> list[dict]:
@@ -76,7 +103,7 @@ def find_runs(args) -> list[dict]:
             raise data.DataError(f"{run_dir}: not a finished run (no metrics.json)")
         metrics = json.loads(path.read_text())
         if metrics.get("finished"):
-            runs.append({**metrics, "run_dir": str(run_dir)})
+            runs.append({"task": "wikitext2", **metrics, "run_dir": str(run_dir)})
     if not runs:
         raise data.DataError(
             f"no finished runs in {args.runs_dir}/ (a finished run has metrics.json); train one first, "
@@ -85,9 +112,36 @@ def find_runs(args) -> list[dict]:
     return runs
 
 
-def build_model(row: dict, device):
-    """The base model, quantised for a QLoRA run, with the run's adapter loaded (none for the base row)."""
-    model = minibert.from_pretrained(row["base_model"], device=device)
+def table_rows(runs: list[dict]) -> dict[str, list[dict]]:
+    """{task: rows}, each task's rows grouped by base model: first its baseline (WikiText-2: the base model
+    without adapter, measured here; classification: the `head` run, if any), then the other runs."""
+    tables = {}
+    for task in dict.fromkeys(r["task"] for r in runs):
+        rows = []
+        for base in dict.fromkeys(r["base_model"] for r in runs if r["task"] == task):
+            group = [r for r in runs if r["task"] == task and r["base_model"] == base]
+            if task == "wikitext2":
+                first = group[0]
+                rows.append(
+                    {
+                        "task": task,
+                        "method": "base",
+                        "base_model": base,
+                        "hyperparameters": {"max_seq_len": first["hyperparameters"]["max_seq_len"]},
+                        "trainable_params": 0,
+                        "trainable_percent": 0.0,
+                        "total_params": first["total_params"] - first["trainable_params"],
+                    }
+                )
+            rows += sorted(group, key=lambda r: r["method"] != "head")  # the head baseline first
+        tables[task] = rows
+    return tables
+
+
+def build_model(task, row: dict, device):
+    """The base model with the task's head, quantised for a QLoRA run, with the run's adapter loaded
+    (none for the base row)."""
+    model = task.load_model(row["base_model"], dtype=None, device=device)
     if row["method"] == "qlora":
         h = row["hyperparameters"]
         quantize_linears(model, blocksize=h["blocksize"], double_quant=not h["no_double_quant"])
@@ -118,36 +172,30 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     """Everything measured for one row; run in its own process (see module docstring)."""
     args = argparse.Namespace(**args_dict)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    task = tasks.get(row["task"])
     tokenizer = minibert.load_tokenizer(row["base_model"])
-    run_args = argparse.Namespace(data_dir=args.data_dir, cache_dir=args.cache_dir, max_seq_len=row["max_seq_len"])
-    test_blocks = load_blocks(run_args, tokenizer, splits=("test",))["test"]
-    vocab = data.MaskingVocab.from_tokenizer(tokenizer)
-    model = build_model(row, device)
-    result = evaluate_mlm(model, data.eval_masks(test_blocks, vocab), args.batch_size, device, top_k=5)
-    measured = {
-        "test_loss": result["loss"],
-        "test_perplexity": result["perplexity"],
-        "test_accuracy": result["accuracy"],
-        "test_top5_accuracy": result["top5_accuracy"],
-        "model_size_mb": quant.model_bytes(model) / 1e6,
-    }
-    if args.pseudo_perplexity:
+    cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
+    task.load_data(tokenizer, args.data_dir, cache_dir, row["hyperparameters"]["max_seq_len"], splits=("test",))
+    model = build_model(task, row, device)
+    result = task.evaluate(model, "test", args.batch_size, device)
+    measured = {f"test_{key}": value for key, value in result.items()}
+    measured["model_size_mb"] = quant.model_bytes(model) / 1e6
+    if args.pseudo_perplexity and row["task"] == "wikitext2":
         measured["pseudo_perplexity"] = pseudo_perplexity(
-            model, test_blocks[: args.pseudo_perplexity], vocab, device, args.batch_size
+            model, task.blocks["test"][: args.pseudo_perplexity], task.vocab, device, args.batch_size
         )
-    # Inference throughput: forward passes over batches of test blocks, after two warm-up batches.
-    batch = data.eval_masks(test_blocks[: args.throughput_batch_size], vocab)
-    ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+    # Inference throughput: forward passes over one batch of test examples, after two warm-up passes.
+    batch = {key: value.to(device) for key, value in task.sample_batch("test", args.throughput_batch_size).items()}
     timings = []
     with torch.no_grad(), bf16_autocast(device):
         for i in range(12):
             start = time.perf_counter()
-            model.masked_logits(ids, labels)
+            task.logits(model, batch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= 2:
                 timings.append(time.perf_counter() - start)
-    measured["inference_samples_per_s"] = len(ids) / (sum(timings) / len(timings))
+    measured["inference_samples_per_s"] = len(batch["input_ids"]) / (sum(timings) / len(timings))
     measured.update(peak_memory(device))
     return measured
 
@@ -159,33 +207,18 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = []
-    for base in dict.fromkeys(r["base_model"] for r in runs):  # one "base" row per base model, first
-        first = next(r for r in runs if r["base_model"] == base)
-        rows.append(
-            {
-                "method": "base",
-                "base_model": base,
-                "max_seq_len": first["hyperparameters"]["max_seq_len"],
-                "trainable_params": 0,
-                "trainable_percent": 0.0,
-                "total_params": first["total_params"] - first["trainable_params"],
-            }
-        )
-        for run in runs:
-            if run["base_model"] == base:
-                rows.append({**run, "max_seq_len": run["hyperparameters"]["max_seq_len"]})
     context = multiprocessing.get_context("spawn")  # a fresh process per row: clean memory measurements
-    for row in rows:
-        label = row["method"] if row["method"] == "base" else row["run_dir"]
-        print(f"evaluating {label} ...", file=sys.stderr)
-        with context.Pool(1) as pool:
-            try:
-                row.update(pool.apply(evaluate_row, (row, vars(args))))
-            except USER_ERRORS as e:
-                print(f"error: {label}: {e}", file=sys.stderr)
-                return 2
-    write_results(rows, Path(args.output_dir))
+    for task, rows in table_rows(runs).items():
+        for row in rows:
+            label = f"{task} {row['method']} ({row['base_model']})" if row["method"] == "base" else row["run_dir"]
+            print(f"evaluating {label} ...", file=sys.stderr)
+            with context.Pool(1) as pool:
+                try:
+                    row.update(pool.apply(evaluate_row, (row, vars(args))))
+                except USER_ERRORS as e:
+                    print(f"error: {label}: {e}", file=sys.stderr)
+                    return 2
+        write_results(task, rows, Path(args.output_dir))
     return 0
 
 
@@ -197,46 +230,53 @@ def cell(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def write_results(rows: list[dict], out_dir: Path) -> None:
+def write_results(task: str, rows: list[dict], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = [(key, title) for key, title in COLUMNS if any(row.get(key) is not None for row in rows)]
+    columns = COMMON_FIRST + TASK_COLUMNS[kind(task)] + COMMON_LAST
+    columns = [(key, title) for key, title in columns if any(row.get(key) is not None for row in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
+    if task == "wikitext2":
+        scored = "Test split of WikiText-2, the same fixed masks for every row; perplexity = exp(mean cross-entropy)."
+    else:
+        scored = (f"Test split: {rows[0]['test_split']}; F1 of the positive class ({rows[0]['label_names'][1]}), "
+                  "macro F1 the mean over both classes.")  # fmt: skip
     note = (
-        "\nTest split of WikiText-2, the same fixed masks for every row; perplexity = exp(mean masked-token "
-        "cross-entropy). Training columns come from each run's metrics.json; inference and memory were "
+        f"\n{scored} Training columns come from each run's metrics.json; inference and memory were "
         f"measured now, each row in its own process (memory: {rows[0].get('peak_memory_kind', '')}).\n"
     )
-    (out_dir / "comparison.md").write_text(table + note, encoding="utf-8")
-    with (out_dir / "comparison.csv").open("w", newline="", encoding="utf-8") as f:
+    stem = out_dir / f"comparison-{task}"
+    stem.with_suffix(".md").write_text(f"## {tasks.get(task).title}\n\n" + table + note, encoding="utf-8")
+    with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow([key for key, _ in columns])
         writer.writerows([[row.get(key) for key, _ in columns] for row in rows])
-    plot(rows, out_dir / "comparison.png")
+    plot(task, rows, stem.with_suffix(".png"))
     print(table)
-    print(f"written: {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}, {out_dir / 'comparison.png'}")
+    print(f"written: {stem}.md, {stem}.csv, {stem}.png")
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(task: str, rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
+    curve_metric, bar_metric, better = PLOTTED[kind(task)]
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
     for row in rows:
         log = Path(row.get("run_dir", "")) / "train_log.jsonl"
         if row["method"] != "base" and log.is_file():
             points = [json.loads(line) for line in log.read_text().splitlines()]
             points = [p for p in points if p["split"] == "validation"]
-            curves.plot([p["step"] for p in points], [p["loss"] for p in points], marker="o", label=row["method"])
-    curves.set(title="validation loss (masked tokens)", xlabel="step", ylabel="cross-entropy")
+            curves.plot([p["step"] for p in points], [p[curve_metric] for p in points], marker="o", label=row["method"])
+    curves.set(title=f"{tasks.get(task).title}: validation {curve_metric}", xlabel="step", ylabel=curve_metric)
     curves.legend()
     labels = [f"{r['method']}\n{r['trainable_params']:,} trainable" for r in rows]
-    bars.bar(range(len(rows)), [r["test_perplexity"] for r in rows], color="tab:blue")
+    bars.bar(range(len(rows)), [r[bar_metric] for r in rows], color="tab:blue")
     bars.set_xticks(range(len(rows)), labels, fontsize=8)
-    bars.set(title="test perplexity (lower is better)", ylabel="perplexity")
+    bars.set(title=f"{bar_metric.replace('_', ' ')} ({better} is better)", ylabel=bar_metric.replace("test_", ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

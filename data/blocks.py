@@ -6,45 +6,25 @@ BERT was pre-trained on contiguous spans of text packed to the full sequence len
 blocks of max_seq_len - 2 pieces, each wrapped in [CLS] ... [SEP]. No block is padded, so no compute
 is spent on padding; the last, shorter remainder (under one block) is dropped.
 
-Tokenising the 2M-word train split takes a few seconds; the blocks are cached as a .npy file whose
-name is a hash of the tokenizer, the text and the block size, so a second run starts instantly and a
-change to any of the three builds new blocks.
+Tokenising the 2M-word train split takes a few seconds; the blocks are cached (data/cache.py) under a
+hash of the tokenizer, the text and the block size, so a second run starts instantly and a change to
+any of the three builds new blocks.
 """
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minibert-peft"
+from data.cache import cached_arrays
 
 
 def build_blocks(lines: list[str], tokenizer: Tokenizer, max_seq_len: int, cache_dir: Path | None = None) -> np.ndarray:
     """(n_blocks, max_seq_len) token ids, cached under cache_dir (None: no cache)."""
     if max_seq_len < 3:
         raise ValueError(f"max_seq_len must be at least 3 ([CLS] piece [SEP]), got {max_seq_len}")
-    cache = None
-    if cache_dir is not None:
-        key = hashlib.sha256()
-        key.update(tokenizer.to_str().encode())
-        key.update("\n".join(lines).encode())
-        key.update(str(max_seq_len).encode())
-        cache = Path(cache_dir) / f"blocks-{key.hexdigest()[:24]}.npy"
-        if cache.is_file():
-            return np.load(cache, allow_pickle=False)
-    blocks = pack(lines, tokenizer, max_seq_len)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npy.tmp")  # write, then rename: never half a file
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, blocks, allow_pickle=False)
-        os.replace(tmp, cache)
-    return blocks
+    key = [tokenizer.to_str(), "\n".join(lines), str(max_seq_len)]
+    return cached_arrays(cache_dir, "blocks", key, lambda: {"blocks": pack(lines, tokenizer, max_seq_len)})["blocks"]
 
 
 def pack(lines: list[str], tokenizer: Tokenizer, max_seq_len: int) -> np.ndarray:

@@ -37,13 +37,13 @@ def test_blocks_are_cached_by_tokenizer_text_and_length(corpus, tiny_model_dir, 
     tok = minibert.load_tokenizer(str(tiny_model_dir))
     lines = corpus["lines"]["validation"]
     first = data.build_blocks(lines, tok, 16, tmp_path)
-    assert len(list(tmp_path.glob("blocks-*.npy"))) == 1
+    assert len(list(tmp_path.glob("blocks-*.npz"))) == 1
     monkeypatch.setattr(data.blocks, "pack", lambda *a: pytest.fail("the cache was not used"))
     assert np.array_equal(data.build_blocks(lines, tok, 16, tmp_path), first)
     monkeypatch.undo()
     data.build_blocks(lines, tok, 32, tmp_path)  # another block size: another cache file
     data.build_blocks(lines[:-5], tok, 16, tmp_path)  # other text: another cache file
-    assert len(list(tmp_path.glob("blocks-*.npy"))) == 3
+    assert len(list(tmp_path.glob("blocks-*.npz"))) == 3
 
 
 def test_masking_statistics():

@@ -67,11 +67,11 @@ def test_evaluate_compares_runs_with_the_base_model(tiny_model_dir, corpus, tmp_
     argv = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(corpus["text"]), "--output-dir", str(results),
             "--cache-dir", str(tmp_path / "runs" / "cache"), "--pseudo-perplexity", "2"]  # fmt: skip
     assert evaluate.main(argv) == 0
-    rows = (results / "comparison.csv").read_text().splitlines()
+    rows = (results / "comparison-wikitext2.csv").read_text().splitlines()
     assert rows[0].startswith("method,base_model,trainable_params")
     assert [row.split(",")[0] for row in rows[1:]] == ["base", "hira", "lora"]
-    table = (results / "comparison.md").read_text()
-    assert "pseudo-perplexity" in table and (results / "comparison.png").stat().st_size > 10_000
+    table = (results / "comparison-wikitext2.md").read_text()
+    assert "pseudo-perplexity" in table and (results / "comparison-wikitext2.png").stat().st_size > 10_000
     lora = json.loads((tmp_path / "runs" / "lora" / "metrics.json").read_text())
     lora_row = dict(zip(rows[0].split(","), rows[3].split(","), strict=True))
     assert float(lora_row["test_perplexity"]) == pytest.approx(lora["test_perplexity"], rel=1e-6)  # same masks
@@ -164,7 +164,8 @@ def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--method", "dora", *base])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'dora' (choose from 'lora', 'sparse_lora', 'hira', 'qlora')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'dora' (choose from 'lora', 'sparse_lora', 'hira', 'qlora', 'head')" in err
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--model", str(tmp_path / "missing")],
                   "missing: no such directory")  # fmt: skip
     fails_cleanly(

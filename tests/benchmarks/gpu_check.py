@@ -28,7 +28,7 @@ import transformers
 import methods
 import minibert
 from tests.benchmarks.bench_train import make_batch
-from train import bf16_autocast
+from training.device import bf16_autocast
 
 WIKITEXT2_TRAIN_BLOCKS = 20_000  # ≈ 2.09M words x ~1.2 WordPieces / 126 per block; --train-blocks for the exact count
 

@@ -1,0 +1,41 @@
+"""Data parallelism under torchrun: every process takes its share of one global batch.
+
+With W processes and a global batch of G, process r takes rows [r*G/W, (r+1)*G/W) of the same batch
+(every process draws the same batch from the same seeds). Its loss is its own mean times
+n_local * W / n_global (n: tokens or examples), so that DistributedDataParallel's average of the W
+gradients is exactly the gradient of the mean over the whole global batch, however unevenly the masked
+tokens or the examples fall. One process computes what W would: the tests check that.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup_distributed(device_arg):
+    """Rank, world size and device; under torchrun (WORLD_SIZE > 1) also the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return rank, world, device
+
+
+def all_reduce_sum(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(value)
+    return value
+
+
+def check_replicas_agree(model, world: int) -> None:
+    """Data parallelism is only right if every process ends with the same adapter: compare them all."""
+    mine = torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(everyone, mine)
+    if not all(torch.equal(everyone[0], other) for other in everyone[1:]):
+        raise FloatingPointError("the processes ended with different adapters: the replicas diverged")
