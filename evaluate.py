@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 
 import data
-import methods
 import minibert
 import quant
 import tasks
-from methods.qlora import quantize_linears
 from train import USER_ERRORS
 from training.device import bf16_autocast, peak_memory
+from training.runs import RunError, load_run_model, read_run
 
 COMMON_FIRST = [
     ("method", "method"),
@@ -96,14 +95,7 @@ def kind(task: str) -> str:
 def find_runs(args) -> list[dict]:
     """metrics.json of every finished run (given, or found under --runs-dir)."""
     candidates = [Path(r) for r in args.runs] or sorted(p.parent for p in Path(args.runs_dir).glob("*/metrics.json"))
-    runs = []
-    for run_dir in candidates:
-        path = run_dir / "metrics.json"
-        if not path.is_file():
-            raise data.DataError(f"{run_dir}: not a finished run (no metrics.json)")
-        metrics = json.loads(path.read_text())
-        if metrics.get("finished"):
-            runs.append({"task": "wikitext2", **metrics, "run_dir": str(run_dir)})
+    runs = [read_run(run_dir) for run_dir in candidates]
     if not runs:
         raise data.DataError(
             f"no finished runs in {args.runs_dir}/ (a finished run has metrics.json); train one first, "
@@ -138,18 +130,6 @@ def table_rows(runs: list[dict]) -> dict[str, list[dict]]:
     return tables
 
 
-def build_model(task, row: dict, device):
-    """The base model with the task's head, quantised for a QLoRA run, with the run's adapter loaded
-    (none for the base row)."""
-    model = task.load_model(row["base_model"], dtype=None, device=device)
-    if row["method"] == "qlora":
-        h = row["hyperparameters"]
-        quantize_linears(model, blocksize=h["blocksize"], double_quant=not h["no_double_quant"])
-    if row["method"] != "base":
-        methods.load_adapter(model, row["run_dir"])
-    return model.eval()
-
-
 @torch.no_grad()
 def pseudo_perplexity(model, blocks: torch.Tensor, vocab: data.MaskingVocab, device, batch_size: int) -> float:
     """exp(-mean log p(w_t | rest)), masking every non-special position of every block once."""
@@ -176,7 +156,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     tokenizer = minibert.load_tokenizer(row["base_model"])
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(tokenizer, args.data_dir, cache_dir, row["hyperparameters"]["max_seq_len"], splits=("test",))
-    model = build_model(task, row, device)
+    model = load_run_model(task, row, device)
     result = task.evaluate(model, "test", args.batch_size, device)
     measured = {f"test_{key}": value for key, value in result.items()}
     measured["model_size_mb"] = quant.model_bytes(model) / 1e6
@@ -204,7 +184,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         runs = find_runs(args)
-    except USER_ERRORS as e:
+    except (RunError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     context = multiprocessing.get_context("spawn")  # a fresh process per row: clean memory measurements
@@ -215,7 +195,7 @@ def main(argv=None) -> int:
             with context.Pool(1) as pool:
                 try:
                     row.update(pool.apply(evaluate_row, (row, vars(args))))
-                except USER_ERRORS as e:
+                except (RunError, *USER_ERRORS) as e:
                     print(f"error: {label}: {e}", file=sys.stderr)
                     return 2
         write_results(task, rows, Path(args.output_dir))

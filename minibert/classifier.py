@@ -40,7 +40,7 @@ class ClassificationHead(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)  # W_c: H -> K
 
     def forward(self, cls_vector):
-        cls_vector = cls_vector.to(self.dense.weight.dtype)  # a bf16 encoder under a head kept in fp32 (QLoRA)
+        cls_vector = cls_vector.to(self.classifier.weight.dtype)  # a bf16 encoder under a head kept in fp32 (QLoRA)
         pooled = self.act(self.dense(cls_vector))  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, H) @ (H, K) -> (B, K)
 

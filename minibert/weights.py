@@ -220,6 +220,12 @@ def load_weights(model: Bert | BertClassifier, files: list[Path]) -> None:
             for key, tensor in _read(path, BASE_PREFIX[arch]):
                 if key in names:
                     ours = names[key]
+                    if ours.startswith("head.classifier") and tensor.shape[0] != model.config.num_labels:
+                        raise LoadError(
+                            f"{path}: the checkpoint's classifier has {tensor.shape[0]} classes but num_labels is "
+                            f"{model.config.num_labels}; pass num_labels={tensor.shape[0]}, or start from a "
+                            "checkpoint without a classifier"
+                        )
                     _check_shape(path, key, tensor, params[ours])
                     if ours in filled:
                         raise LoadError(f"{path}: {key} appears twice (in legacy and current spelling?)")

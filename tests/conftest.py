@@ -147,3 +147,44 @@ def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     save_hf(transformers.BertForMaskedLM(config), directory)
     return directory
+
+
+# ---- a tiny labelled sentiment set, in the hub's layouts of SST-2 and IMDB, for the classification tasks ----
+
+
+def sentiment_rows(n: int, seed: int) -> tuple[list[str], list[int]]:
+    """Sentences of 3 to 24 words; label 1 if the sentence says "happy", 0 if it says "sad" (random place)."""
+    g = torch.Generator().manual_seed(seed)
+    neutral = [w for w in CORPUS_WORDS if w not in ("happy", "sad")]
+    texts, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(3, 25, (1,), generator=g))
+        words = [neutral[int(j)] for j in torch.randint(len(neutral), (length,), generator=g)]
+        label = int(torch.randint(2, (1,), generator=g))
+        words.insert(int(torch.randint(length + 1, (1,), generator=g)), "happy" if label else "sad")
+        texts.append(" ".join(words) + " .")
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def sentiment(tmp_path_factory):
+    """{"sst2": dir, "imdb": dir} laid out as the hub repos (data/*.parquet; plain_text/*.parquet).
+    SST-2's test file has hidden labels (-1), as the real one does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("sentiment")
+    train, test = sentiment_rows(1400, 0), sentiment_rows(300, 1)
+    layouts = {
+        "sst2": ("data", "sentence", {"train": train, "validation": test, "test": (test[0], [-1] * len(test[0]))}),
+        "imdb": ("plain_text", "text", {"train": train, "test": test}),
+    }
+    dirs = {}
+    for name, (folder, column, splits) in layouts.items():
+        (root / name / folder).mkdir(parents=True)
+        for split, (texts, labels) in splits.items():
+            table = pa.table({"idx": list(range(len(texts))), column: texts, "label": labels})
+            pq.write_table(table, root / name / folder / f"{split}-00000-of-00001.parquet")
+        dirs[name] = root / name
+    return dirs

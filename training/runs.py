@@ -1,0 +1,38 @@
+"""A finished run directory, read back: its metrics.json, and its model rebuilt from the base model and
+the saved adapter (evaluate.py and predict.py both need this)."""
+
+from pathlib import Path
+
+import methods
+from methods.qlora import quantize_linears
+from minibert.hub import read_json_object
+
+
+class RunError(Exception):
+    """A run directory that cannot be used; the message names it and says why."""
+
+
+def read_run(run_dir) -> dict:
+    """metrics.json of a finished run, with its directory under "run_dir" (old runs: task wikitext2)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a finished run (no metrics.json); train.py writes it at the end of a run")
+    metrics = read_json_object(path, RunError)
+    if not metrics.get("finished"):
+        raise RunError(f"{path}: the run did not finish")
+    return {"task": "wikitext2", **metrics, "run_dir": str(run_dir)}
+
+
+def load_run_model(task, run: dict, device):
+    """The base model with the task's head, quantised for a QLoRA run, with the run's adapter loaded
+    (none for a "base" row, which is the base model as it is)."""
+    model = task.load_model(run["base_model"], dtype=None, device=device)
+    if run["method"] == "qlora":
+        h = run["hyperparameters"]
+        quantize_linears(model, blocksize=h["blocksize"], double_quant=not h["no_double_quant"])
+    if run["method"] != "base":
+        methods.load_adapter(model, run["run_dir"])
+    return model.eval()
