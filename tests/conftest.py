@@ -131,7 +131,18 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random BERT (no dropout in the base) with a vocab.txt covering the corpus."""
-    directory = tmp_path_factory.mktemp("tiny-mlm")
+    return tiny_vocab_model(tmp_path_factory.mktemp("tiny-mlm"), randomise=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_rich_model_dir(tmp_path_factory):
+    """The same, with every weight drawn with std 0.2 (randomise_) instead of BERT's 0.02: its [CLS] vector
+    carries enough of the sentence for a frozen encoder (the `head` baseline) to be probed, as a
+    pre-trained one's does. HiRA's update W0 ⊙ BA also scales with W0, as it does on real weights."""
+    return tiny_vocab_model(tmp_path_factory.mktemp("tiny-rich"), randomise=True)
+
+
+def tiny_vocab_model(directory, randomise: bool):
     vocab = SPECIAL_TOKENS + CORPUS_WORDS + [",", ".", "="]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     config = transformers.BertConfig(
@@ -145,7 +156,8 @@ def tiny_model_dir(tmp_path_factory):
         attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
-    save_hf(transformers.BertForMaskedLM(config), directory)
+    model = transformers.BertForMaskedLM(config)
+    save_hf(randomise_(model) if randomise else model, directory)
     return directory
 
 

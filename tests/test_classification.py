@@ -76,7 +76,9 @@ def test_a_pretrained_checkpoint_gets_a_new_head_and_says_so(legacy_bert_dir, di
 
 
 def test_num_labels_must_match_a_classifier_checkpoint(clf_dirs):
-    with pytest.raises(minibert.LoadError, match="the checkpoint's classifier has 2 classes but num_labels is 3; pass num_labels=2"):
+    with pytest.raises(
+        minibert.LoadError, match="the checkpoint's classifier has 2 classes but num_labels is 3; pass num_labels=2"
+    ):
         minibert.from_pretrained(clf_dirs["bert"], num_labels=3)
 
 

@@ -84,16 +84,24 @@ def run_cli(*argv, timeout=300):
     return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny_model_dir, corpus, tmp_path):
+@pytest.mark.parametrize("task", ["wikitext2", "sst2"])
+def test_resume_after_sigkill_is_bit_identical(task, tiny_model_dir, corpus, sentiment, tmp_path):
     common = ["--method", "sparse_lora", "--max-steps", "240", "--eval-every", "40", "--save-every", "20",
               "--sparse-lambda", "5"]  # fmt: skip
+
+    def args(out_dir, *extra):
+        if task == "wikitext2":
+            return train_args(tiny_model_dir, corpus, out_dir, *common, *extra)
+        return [*train_args(tiny_model_dir, corpus, out_dir, *common, *extra), "--task", task,
+                "--data-dir", str(sentiment[task]), "--batch-size", "16"]  # fmt: skip
+
     reference = tmp_path / "reference"
-    assert run_cli("train.py", *train_args(tiny_model_dir, corpus, reference, *common)).returncode == 0
+    assert run_cli("train.py", *args(reference)).returncode == 0
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "train.py", *train_args(tiny_model_dir, corpus, killed, *common)]
-    process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "train.py", *args(killed)], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
     while not list((killed / "checkpoints").glob("step-0000006*")) and time.time() < deadline:
         time.sleep(0.005)
@@ -101,7 +109,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dir, corpus, tmp_path)
     assert process.wait() == -signal.SIGKILL  # it really died mid-run
     assert not (killed / "metrics.json").exists()
 
-    resumed = run_cli("train.py", *train_args(tiny_model_dir, corpus, killed, *common, "--resume"))
+    resumed = run_cli("train.py", *args(killed, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from step" in resumed.stderr
     ours, theirs = (
@@ -133,12 +141,15 @@ def test_ctrl_c_saves_a_checkpoint(tiny_model_dir, corpus, tmp_path):
     assert len(list((out / "checkpoints").glob("step-*"))) == 1
 
 
-def test_torchrun_two_processes_equal_one_process(tiny_model_dir, corpus, tmp_path):
+@pytest.mark.parametrize("task", ["wikitext2", "sst2"])
+def test_torchrun_two_processes_equal_one_process(task, tiny_model_dir, corpus, sentiment, tmp_path):
     common = ["--method", "lora", "--max-steps", "12", "--eval-every", "0", "--dropout", "0"]
+    if task != "wikitext2":  # examples of different lengths, padded per global batch, a mean over examples
+        common += ["--task", task, "--data-dir", str(sentiment[task])]
     single = tmp_path / "single"
-    assert train.main(train_args(tiny_model_dir, corpus, single, *common)) == 0
+    assert train.main([*train_args(tiny_model_dir, corpus, single), *common]) == 0
     double = tmp_path / "double"
-    args = train_args(tiny_model_dir, corpus, double, *common)
+    args = [*train_args(tiny_model_dir, corpus, double), *common]
     args[args.index("--batch-size") + 1] = "4"  # 2 processes x 4 = the same global batch of 8
     result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]  # includes: both ranks ended with identical adapters
