@@ -1,9 +1,5 @@
 """data/: reading WikiText (both layouts, and the hub), packing blocks, the cache, and BERT's masking."""
 
-import os
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +7,7 @@ import torch
 
 import data
 import minibert
-from tests.test_loading import ROOT, FakeHub
+from tests.test_loading import run_against_hub
 
 
 def test_both_layouts_give_the_same_lines(corpus):
@@ -91,16 +87,8 @@ def test_bad_data_dirs_are_clear_errors(corpus, tmp_path):
 
 def test_download_from_the_hub(corpus, tmp_path):
     """The dataset repo Salesforce/wikitext, served under the hub's URL layout on loopback."""
-    server = FakeHub({"datasets/Salesforce/wikitext": corpus["parquet"]})
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=server.url, HF_HOME=str(tmp_path), PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1")
-        code = "import data; s = data.load_wikitext(); print(len(s['test']['lines']), s['test']['source'])"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
+    code = "import data; s = data.load_wikitext(); print(len(s['test']['lines']), s['test']['source'])"
+    out, _ = run_against_hub({"datasets/Salesforce/wikitext": corpus["parquet"]}, code, tmp_path)
     assert out.returncode == 0, out.stderr
     count, source = out.stdout.split()
     assert int(count) == len(corpus["lines"]["test"]) and source.startswith(str(tmp_path))

@@ -73,6 +73,21 @@ class HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+def run_against_hub(repos: dict[str, Path], code: str, hf_home: Path):
+    """Run `code` in a fresh Python process whose HF_ENDPOINT is a loopback FakeHub serving `repos`.
+    Returns (the finished process, the server's request log)."""
+    server = FakeHub(repos)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=server.url, HF_HOME=str(hf_home), PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return out, server.log
+
+
 @pytest.fixture
 def hub(bert_dir, tmp_path):
     """A hub with some-org/tiny-bert (weights, config, vocab.txt and a decoy pytorch_model.bin)."""

@@ -1,10 +1,6 @@
 """data/ for classification: SST-2 and IMDB files (both layouts, the hub), the split policy, tokenisation
 with truncation and its cache, and the length-bucketed batches."""
 
-import os
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +11,7 @@ import torch
 import data
 import minibert
 from tests.conftest import sentiment_rows
-from tests.test_loading import ROOT, FakeHub
+from tests.test_loading import run_against_hub
 
 SST2, IMDB = data.DATASETS["sst2"], data.DATASETS["imdb"]
 
@@ -58,19 +54,11 @@ def test_bad_files(sentiment, tmp_path):
 
 def test_download_from_the_hub(sentiment, tmp_path):
     """The dataset repo stanfordnlp/sst2, served under the hub's URL layout on loopback."""
-    server = FakeHub({"datasets/stanfordnlp/sst2": sentiment["sst2"]})
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=server.url, HF_HOME=str(tmp_path), PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1")
-        code = "import data; s = data.load_sentiment(data.DATASETS['sst2']); print(len(s['test']['texts']))"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
+    code = "import data; s = data.load_sentiment(data.DATASETS['sst2']); print(len(s['test']['texts']))"
+    out, log = run_against_hub({"datasets/stanfordnlp/sst2": sentiment["sst2"]}, code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == 300
-    assert not any("test-00000" in path for _, _, path in server.log)  # the hidden-label file is never fetched
+    assert not any("test-00000" in path for _, _, path in log)  # the hidden-label file is never fetched
 
 
 def test_examples_are_cls_text_sep_truncated_and_cached(sentiment, tiny_model_dir, tmp_path):
