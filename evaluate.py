@@ -19,7 +19,9 @@ classification head trained) when there is one.
 Inference throughput (samples/s after warm-up) and peak memory are measured for each row in its own
 process, so that one row's memory does not count in the next one's.
 
-Writes results/comparison-<task>.md, .csv and .png for every task that has runs.
+Writes results/comparison-<task>.md, .csv and .png for every task that has runs. A damaged run (an
+unreadable metrics.json, a truncated adapter) is skipped with one line saying which and why, and the
+others are still compared. Exit codes: 0 every run compared; 1 some run skipped; 2 a usage error.
 """
 
 import argparse
@@ -92,11 +94,17 @@ def kind(task: str) -> str:
     return "wikitext2" if task == "wikitext2" else "classification"
 
 
-def find_runs(args) -> list[dict]:
-    """metrics.json of every finished run (given, or found under --runs-dir)."""
+def find_runs(args, skipped: list[str]) -> list[dict]:
+    """metrics.json of every finished run (given, or found under --runs-dir); a run whose metrics.json
+    cannot be read is added to `skipped` (a line saying which and why), and the others are still compared."""
     candidates = [Path(r) for r in args.runs] or sorted(p.parent for p in Path(args.runs_dir).glob("*/metrics.json"))
-    runs = [read_run(run_dir) for run_dir in candidates]
-    if not runs:
+    runs = []
+    for run_dir in candidates:
+        try:
+            runs.append(read_run(run_dir))
+        except RunError as e:
+            skipped.append(f"skipped {run_dir}: {e}")
+    if not runs and not skipped:
         raise data.DataError(
             f"no finished runs in {args.runs_dir}/ (a finished run has metrics.json); train one first, "
             "e.g. python train.py --method lora"
@@ -181,25 +189,30 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    """0: every run compared; 1: some run was skipped as damaged (each said in one line); 2: a usage error."""
     args = parse_args(argv)
+    skipped = []
     try:
-        runs = find_runs(args)
-    except (RunError, *USER_ERRORS) as e:
+        runs = find_runs(args, skipped)
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     context = multiprocessing.get_context("spawn")  # a fresh process per row: clean memory measurements
     for task, rows in table_rows(runs).items():
-        for row in rows:
+        for row in list(rows):
             label = f"{task} {row['method']} ({row['base_model']})" if row["method"] == "base" else row["run_dir"]
             print(f"evaluating {label} ...", file=sys.stderr)
             with context.Pool(1) as pool:
                 try:
                     row.update(pool.apply(evaluate_row, (row, vars(args))))
-                except (RunError, *USER_ERRORS) as e:
-                    print(f"error: {label}: {e}", file=sys.stderr)
-                    return 2
-        write_results(task, rows, Path(args.output_dir))
-    return 0
+                except (RunError, *USER_ERRORS) as e:  # a damaged run (or base model): compare the others
+                    skipped.append(f"skipped {label}: {e}")
+                    rows.remove(row)
+        if rows:
+            write_results(task, rows, Path(args.output_dir))
+    for line in skipped:
+        print(line, file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cell(value) -> str:

@@ -22,7 +22,9 @@ the best adapter (lowest validation loss for MLM, highest accuracy for classific
 --save-every steps. At the end the best adapter is scored on the test split.
 
 Exit codes: 0 done; 2 a usage or input mistake (one line on stderr); 3 the loss became NaN or infinite;
-130 interrupted (Ctrl-C or SIGTERM), with a checkpoint to --resume from.
+4 a file could not be written (disk full, no permission, read-only): the line names the file and the last
+good checkpoint, and --resume continues from it once the cause is fixed; 130 interrupted (Ctrl-C or
+SIGTERM), with a checkpoint to --resume from. Every file is written atomically (complete or absent).
 """
 
 import argparse
@@ -30,20 +32,20 @@ import json
 import platform
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 import data
 import methods
 import minibert
 import quant
 import tasks
-from methods.peft_format import write_atomically
+from minibert.files import WriteError, append_line, write_text
 from training.card import model_card
-from training.checkpoints import ResumeError, load_checkpoint, save_checkpoint, trim_log, write_text
+from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
 from training.device import bf16_autocast, peak_memory
 from training.distributed import all_reduce_sum, check_replicas_agree, setup_distributed
 from training.progress import Progress
@@ -103,7 +105,17 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=500, help="validate every N steps (0: only at the end)")
     p.add_argument("--eval-batch-size", type=int, default=64, help="blocks or examples per evaluation batch")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: never)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest intact checkpoint in --output-dir (damaged ones are passed over)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=2,
+        help="checkpoints kept (default 2); the newest intact one is never deleted",
+    )
     p.add_argument("--log-every", type=int, default=10, help="write a train_log.jsonl line every N steps")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, masks, dropout and adapter init")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
@@ -123,6 +135,19 @@ def check_args(args, model_config):
         )
     if args.lr <= 0 or args.warmup_steps < 0 or min(args.eval_every, args.save_every, args.log_every) < 0:
         raise UsageError("--lr must be > 0; --warmup-steps, --eval-every, --save-every, --log-every >= 0")
+    if args.keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints must be at least 1, got {args.keep_checkpoints}")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Before any work: --output-dir must be a directory we can write in (it is created if need be)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--output-dir {out_dir}: a file, not a directory; choose a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()  # can we create files there?
+    except OSError as e:
+        raise UsageError(f"--output-dir {out_dir}: cannot write there ({e.strerror or e}); choose another") from None
 
 
 def method_options(args) -> dict:
@@ -160,6 +185,11 @@ def main(argv=None) -> int:
     except (UsageError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:
+        good = latest_intact(Path(args.output_dir)) if args.output_dir else None  # run() fills in the default
+        resume = f"resume from {good} by rerunning the same command with --resume" if good else "no checkpoint yet"
+        print(f"error: {e}. Free the space (or fix the permissions); {resume}", file=sys.stderr)
+        return 4
 
 
 def run(args) -> int:
@@ -173,8 +203,11 @@ def run(args) -> int:
     # -- model and data --
     model_name = args.model.rstrip("/").split("/")[-1]
     out_dir = Path(args.output_dir or f"runs/{args.method}-{args.task}-{model_name}")
+    args.output_dir = str(out_dir)
     if not args.resume and ((out_dir / "metrics.json").exists() or (out_dir / "checkpoints").exists()):
         raise UsageError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --output-dir")
+    if is_main:
+        check_output_dir(out_dir)
     tokenizer = minibert.load_tokenizer(args.model)
     qlora_on_cuda = args.method == "qlora" and device.type == "cuda"
     model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
@@ -232,22 +265,18 @@ def run(args) -> int:
         "seed": args.seed,
     }
     step, best, last_validated = 0, {"step": None}, None  # best: the best validation result and its step
-    best_state = None
-    best_state_path = out_dir / "checkpoints" / "best_state.safetensors"  # the best adapter, as trained
+    best_state = {}  # the best adapter so far, as trained
     train_time, eval_time, samples_seen, tokens_seen = 0.0, 0.0, 0, 0
     log_path = out_dir / "train_log.jsonl"
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     if args.resume:
-        state = load_checkpoint(out_dir, model, optimizer, run_identity)
-        step, best = state["step"], state["best"]
+        say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
+        state, best_state = load_checkpoint(out_dir, model, optimizer, run_identity, say)
+        step, best, last_validated = state["step"], state["best"], state["last_validated"]
         train_time, eval_time = state["train_time"], state["eval_time"]
         samples_seen, tokens_seen = state["samples_seen"], state["tokens_seen"]
-        if best["step"] is not None:
-            best_state = load_file(str(best_state_path))
         if is_main:
             trim_log(log_path, step)
-            print(f"resumed from step {step}", file=sys.stderr)
+            say(f"resumed from step {step}")
     progress = Progress(total_steps, step, f"{args.method} {args.task}", enabled=is_main)
 
     def checkpoint():
@@ -261,11 +290,14 @@ def run(args) -> int:
                     "step": step,
                     "epoch": step // steps_per_epoch,
                     "best": best,
+                    "last_validated": last_validated,
                     "train_time": train_time,
                     "eval_time": eval_time,
                     "samples_seen": samples_seen,
                     "tokens_seen": tokens_seen,
                 },
+                best_state,
+                keep=args.keep_checkpoints,
             )
 
     def is_better(result: dict) -> bool:
@@ -283,12 +315,9 @@ def run(args) -> int:
         if is_better(result):
             best = {"step": step, **result}
             best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-            best_state_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(best_state_path, lambda tmp: save_file(best_state, tmp))  # a resumed run needs it too
             methods.save_adapter(model, out_dir)
         progress.write(f"step {step}: validation {task.describe(result)}" + (" (best)" if best["step"] == step else ""))
-        with log_path.open("a") as f:
-            f.write(json.dumps({"step": step, "split": "validation", **result}) + "\n")
+        append_line(log_path, json.dumps({"step": step, "split": "validation", **result}))
 
     # -- the training loop --
     interrupted = False
@@ -296,6 +325,7 @@ def run(args) -> int:
     try:
         while step < total_steps:
             start = time.perf_counter()
+            torch.manual_seed(data.seed_of(args.seed, step, rank))  # dropout: a pure function of the step
             epoch, index = divmod(step, steps_per_epoch)
             batch = task.train_batch(args.seed, epoch, index, global_batch)  # (G, ...), the same on every process
             mine = slice(rank * args.batch_size, (rank + 1) * args.batch_size)  # this process's share
@@ -328,20 +358,9 @@ def run(args) -> int:
             tokens_per_s = tokens_seen / max(train_time, 1e-9)
             progress.update(global_loss.item(), lr, tokens_per_s)
             if is_main and (step % args.log_every == 0 or step == total_steps):
-                with log_path.open("a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "split": "train",
-                                "loss": global_loss.item(),
-                                "lr": lr,
-                                "grad_norm": grad_norm.item(),
-                                "tokens_per_s": tokens_per_s,
-                            }
-                        )
-                        + "\n"
-                    )
+                line = {"step": step, "split": "train", "loss": global_loss.item(), "lr": lr,
+                        "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s}  # fmt: skip
+                append_line(log_path, json.dumps(line))
             if is_main and args.eval_every and step % args.eval_every == 0:
                 validate()
             if args.save_every and step % args.save_every == 0:
@@ -372,6 +391,7 @@ def run(args) -> int:
             for n, p in model.named_parameters():
                 if p.requires_grad:
                     p.copy_(best_state[n])
+        methods.save_adapter(model, out_dir)  # the best adapter, whichever checkpoint the run resumed from
         start = time.perf_counter()
         test_result = task.evaluate(model, "test", args.eval_batch_size, device)
         eval_time += time.perf_counter() - start

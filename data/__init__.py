@@ -22,7 +22,7 @@ from data.buckets import bucketed_batches, padding_fraction
 from data.cache import default_cache_dir
 from data.examples import Examples, encode_examples
 from data.files import DataError
-from data.masking import IGNORE, MaskingVocab, eval_masks, mask_tokens, seeded_generator
+from data.masking import IGNORE, MaskingVocab, eval_masks, mask_tokens, seed_of, seeded_generator
 from data.sentiment import DATASETS, load_sentiment
 from data.wikitext import SPLITS, load_wikitext
 
@@ -42,5 +42,6 @@ __all__ = [
     "load_wikitext",
     "mask_tokens",
     "padding_fraction",
+    "seed_of",
     "seeded_generator",
 ]

@@ -8,11 +8,12 @@ temporary name and renamed into place, so a crash never leaves half a cache file
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from minibert.files import write_atomically
 
 
 def default_cache_dir() -> Path:
@@ -34,12 +35,10 @@ def cached_arrays(
             return {name: stored[name] for name in stored.files}
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def save(tmp: str):
+        with open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" to its name
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, save)
     return arrays

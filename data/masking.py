@@ -50,10 +50,15 @@ def mask_tokens(input_ids: torch.Tensor, vocab: MaskingVocab, generator: torch.G
     return {"input_ids": corrupted, "labels": labels}
 
 
-def seeded_generator(*key: int) -> torch.Generator:
-    """A generator that is a pure function of the key, e.g. (seed, epoch, step) for one training step."""
+def seed_of(*key: int) -> int:
+    """A 63-bit seed that is a pure function of the key, e.g. (seed, epoch, step) for one training step."""
     digest = hashlib.sha256(repr(key).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seeded_generator(*key: int) -> torch.Generator:
+    """A generator that is a pure function of the key (see seed_of)."""
+    return torch.Generator().manual_seed(seed_of(*key))
 
 
 def eval_masks(blocks: torch.Tensor, vocab: MaskingVocab) -> dict[str, torch.Tensor]:

@@ -27,9 +27,7 @@ equal to the rank, so PEFT's scaling is 1). Modules whose gates are all zero are
 """
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -42,6 +40,7 @@ from methods.inject import AdapterConfig, adapter_layers, find_targets, hf_modul
 from methods.lora import LoRALinear
 from methods.sora import SoRALinear
 from minibert.classifier import trained_head
+from minibert.files import write_atomically, write_text
 from minibert.hub import read_json_object
 from minibert.model import Encoder
 from minibert.weights import module_names
@@ -141,7 +140,7 @@ def save_adapter(model: Encoder, out_dir) -> Path:
         }
     save_tensors(out_dir / WEIGHTS_FILE, tensors)
     text = json.dumps({**common, **file_config}, indent=2, sort_keys=True)
-    write_atomically(out_dir / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n", encoding="utf-8"))
+    write_text(out_dir / CONFIG_FILE, text + "\n")
     return out_dir
 
 
@@ -296,15 +295,3 @@ def _pattern(pattern: dict | None, hf_name: str, default):
         if re.match(rf"(.*\.)?({key})$", hf_name):
             return value
     return default
-
-
-def write_atomically(path: Path, write) -> None:
-    """write(tmp_path), then rename over `path`: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -107,6 +107,8 @@ def fetch(name_or_path: str, filename: str) -> Path | None:
     if local.is_dir():
         path = local / filename
         return path if path.is_file() else None
+    if local.exists():
+        raise LoadError(f"{name_or_path}: a file, not a model directory (one with config.json, model.safetensors)")
     if _looks_like_path(name_or_path):
         raise LoadError(f"{name_or_path}: no such directory (and it is not a hub repo id like 'bert-base-uncased')")
     try:

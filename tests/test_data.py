@@ -1,6 +1,5 @@
 """data/: reading WikiText (both layouts, and the hub), packing blocks, the cache, and BERT's masking."""
 
-
 import numpy as np
 import pytest
 import torch

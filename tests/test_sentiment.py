@@ -1,7 +1,6 @@
 """data/ for classification: SST-2 and IMDB files (both layouts, the hub), the split policy, tokenisation
 with truncation and its cache, and the length-bucketed batches."""
 
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -51,7 +51,8 @@ def build(text_file: Path, out_dir: Path, seed: int = 0) -> dict[str, int]:
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     sizes = {}
     for split, part in (("train", rows[:cut]), ("validation", rows[cut:])):
-        table = pa.table({"idx": list(range(len(part))), "sentence": [t for t, _ in part], "label": [y for _, y in part]})
+        texts, labels = [t for t, _ in part], [y for _, y in part]
+        table = pa.table({"idx": list(range(len(part))), "sentence": texts, "label": labels})
         pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
         sizes[split] = len(part)
     return sizes
