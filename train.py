@@ -29,6 +29,7 @@ SIGTERM), with a checkpoint to --resume from. Every file is written atomically (
 
 import argparse
 import json
+import math
 import platform
 import signal
 import sys
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 import data
 import methods
@@ -98,7 +100,9 @@ def parse_args(argv=None):
         "--sparse-lambda",
         type=float,
         default=methods.sora.DEFAULT_SPARSE_LAMBDA,
-        help="sparse_lora: L1 strength λ on the gates; threshold per step lr*λ (default 2.0)",
+        help="sparse_lora: L1 strength λ on the gates: a rank is kept while the loss gradient on its gate "
+        f"reaches λ, on a short run and a long one alike (default {methods.sora.DEFAULT_SPARSE_LAMBDA}; "
+        "0: no pruning). Pruning starts after --warmup-steps",
     )
     p.add_argument("--blocksize", type=int, default=64, help="qlora: weights per NF4 scale (default 64)")
     p.add_argument("--no-double-quant", action="store_true", help="qlora: keep the NF4 scales in fp32")
@@ -176,6 +180,15 @@ class Objective(torch.nn.Module):
 
     def forward(self, batch, scale):
         return self.task.loss(self.model, batch) * scale
+
+
+def exported_adapter(out_dir: Path) -> dict:
+    """What the saved adapter holds (Sparse LoRA's is smaller than what was trained): parameters and bytes."""
+    path = out_dir / ("head_model.safetensors" if (out_dir / "head_model.safetensors").exists() else
+                      "adapter_model.safetensors")  # fmt: skip
+    with safe_open(str(path), framework="pt") as f:
+        params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return {"exported_params": params, "exported_file_bytes": path.stat().st_size}
 
 
 def main(argv=None) -> int:
@@ -346,8 +359,8 @@ def run(args) -> int:
                 raise FloatingPointError(f"step {step}: the loss is {global_loss.item()} (gradient norm {grad_norm})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if args.method == "sparse_lora":
-                methods.proximal_step(model, lr)  # g <- sign(g) max(|g| - lr*λ, 0)
+            if args.method == "sparse_lora" and step >= args.warmup_steps:  # once the adapters have started
+                methods.proximal_step(model, optimizer, lr)  # g <- sign(g) max(|g| - lr λ / sqrt(v̂), 0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - start
@@ -429,7 +442,9 @@ def run(args) -> int:
             metrics |= {"dataset": dataset.repo, "test_split": f"{dataset.repo}/{dataset.test_file}",
                         "label_names": list(dataset.label_names)}  # fmt: skip
         if args.method == "sparse_lora":
-            metrics["sparse_lora_gates"] = methods.gate_report(model)
+            metrics["sparse_lora_gates"] = methods.gate_report(model)  # effective rank per module
+            metrics["zero_gate_share"] = methods.zero_gate_share(model)
+        metrics |= exported_adapter(out_dir)
         write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_text(out_dir / "README.md", model_card(metrics))
         print(f"test {task.describe(test_result)}; results in {out_dir}", file=sys.stderr)

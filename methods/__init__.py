@@ -14,7 +14,7 @@ inject.py (choosing and replacing target modules), peft_format.py (adapter files
 from methods.base import AdapterError
 from methods.inject import METHODS, AdapterConfig, apply, count_parameters, merge, unmerge
 from methods.peft_format import load_adapter, save_adapter
-from methods.sora import gate_report, proximal_step
+from methods.sora import gate_report, proximal_step, zero_gate_share
 
 __all__ = [
     "METHODS",
@@ -28,4 +28,5 @@ __all__ = [
     "proximal_step",
     "save_adapter",
     "unmerge",
+    "zero_gate_share",
 ]

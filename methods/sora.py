@@ -8,23 +8,38 @@ EMNLP 2023, Section 3. LoRA with a gate vector g (r entries) between A and B:
 and an L1 penalty λ ||g||_1 on the gates, optimised by a proximal gradient step (Eq. 6-7): after each
 optimizer step, every gate is soft-thresholded,
 
-    g <- sign(g) * max(|g| - ξ, 0),    ξ = lr * λ                           (Eq. 7, ξ = η_t λ)
+    g <- sign(g) * max(|g| - ξ, 0),    ξ = η_t λ                            (Eq. 7)
 
-where lr is the learning rate of that step. A gate that crosses zero is set to *exactly* 0, and the
-rank-1 component B[:, i] A[i, :] it multiplies drops out of ΔW. nnz(g) is the module's effective rank.
-Unlike magnitude pruning, nothing regrows by accident: a zero gate only moves again if its gradient
-outweighs the threshold. At export time the zero ranks are cut out and g and the scaling are folded
-into B, giving a plain, smaller LoRA adapter (see methods/peft_format.py).
+where η_t is the step size of that step (for AdamW, see the choices below). A gate that crosses zero
+is set to *exactly* 0, and the rank-1 component B[:, i] A[i, :] it multiplies drops out of ΔW. nnz(g)
+is the module's effective rank. Unlike magnitude pruning, nothing regrows by accident: a zero gate only
+moves again if its gradient outweighs the threshold. At export time the zero ranks are cut out and g and
+the scaling are folded into B, giving a plain, smaller LoRA adapter (see methods/peft_format.py).
 
-Choices of this implementation (documented because the paper leaves them open):
+Choices of this implementation (the paper leaves them open; the official code, TsinghuaC3I/SoRA,
+src/sparse_optimizer.py, subtracts a fixed threshold from the gates after every AdamW step):
   - g starts at ones, so at step 0 SoRA *is* LoRA (the official code starts from randn; with ones,
     λ = 0 gives exactly LoRA with an extra trainable per-rank scale, and the sparsity comes from
     training rather than from the draw).
-  - With AdamW (as train.py uses, without weight decay on g) an optimizer step moves a gate by at most
-    about lr, while the threshold takes lr * λ. So λ = 2 (the default) zeroes a gate whose gradient has
-    no consistent sign once the summed learning rate reaches 1/2 (about 2/3 into a default 3-epoch
-    WikiText-2 run), while a gate pushed consistently outward loses only (λ - 1) * lr per step and
-    survives. λ = 0 switches sparsification off.
+  - The threshold is taken in Adam's own metric, not as lr * λ. Eq. 7 is the proximal step of plain
+    gradient descent. Under AdamW (train.py trains the gates with it, without weight decay) a step moves
+    every gate by about lr whatever the size of its gradient, since Adam divides by sqrt(v̂). A fixed
+    ξ = lr * λ then decides by the summed learning rate, not by need: with λ = 2, nothing is pruned
+    until Σ lr ≈ 1/2, and after that every gate goes, useful or not (a rank-3 target, r = 8: 8 gates
+    kept after 300 steps, 3 after 3,000 but with the fit lost; tests/test_methods.py). So we use the
+    proximal step with Adam's diagonal preconditioner (Yun, Lozano, Yang, "Adaptive Proximal Gradient
+    Methods for Structured Neural Networks", NeurIPS 2021, Eq. 3 with C = diag(sqrt(v̂) + ε)):
+
+        g <- sign(g) * max(|g| - lr * λ / (sqrt(v̂) + ε), 0)       v̂: AdamW's bias-corrected E[(∂L/∂g)^2]
+
+    Its fixed points are those of L + λ ||g||_1 itself, whatever the learning rate, its schedule or the
+    number of steps (they only set how fast the gates get there): a gate stays non-zero only while the
+    mean gradient of the loss on it reaches λ, and a zero gate stays zero while |∂L/∂g| < λ. λ is the
+    least marginal gain, in loss per unit of gate, that keeps a rank: it means the same on a short run
+    and a long one. The same rank-3 target keeps exactly 3 gates after 300 and after 3,000 steps.
+  - Sparsification starts only after the learning-rate warm-up (train.py passes the step): at step 0
+    B = 0, so every gate's gradient is 0 and sqrt(v̂) ~ 0, and thresholding then would remove every
+    rank before any adapter had learnt anything. λ = 0 switches sparsification off.
 """
 
 import torch
@@ -33,7 +48,7 @@ import torch.nn as nn
 from methods.base import AdapterError
 from methods.lora import LoRALinear
 
-DEFAULT_SPARSE_LAMBDA = 2.0  # λ: strength of the L1 penalty on the gates (see the module docstring)
+DEFAULT_SPARSE_LAMBDA = 2e-3  # λ, in loss per unit of gate (see the module docstring and the README's λ study)
 
 
 class SoRALinear(LoRALinear):
@@ -56,8 +71,11 @@ class SoRALinear(LoRALinear):
         return self.scaling * ((self.lora_B * self.gate) @ self.lora_A)  # (alpha/r) B diag(g) A: (out, in)
 
     @torch.no_grad()
-    def proximal_step(self, lr: float) -> None:
-        xi = lr * self.sparse_lambda  # ξ = η_t λ
+    def proximal_step(self, lr: float, grad_rms: torch.Tensor, eps: float = 1e-8) -> None:
+        """Soft-threshold the gates: g <- sign(g) max(|g| - ξ, 0), ξ = lr λ / (sqrt(v̂) + ε) per gate.
+
+        grad_rms: sqrt(v̂), AdamW's bias-corrected RMS of each gate's gradient, (r,)."""
+        xi = lr * self.sparse_lambda / (grad_rms + eps)  # (r,): ξ = η λ / (sqrt(v̂) + ε)
         self.gate.copy_(torch.sign(self.gate) * torch.clamp(self.gate.abs() - xi, min=0.0))  # soft threshold
 
     def rank(self) -> int:
@@ -79,10 +97,19 @@ def sora_layers(model: nn.Module) -> dict[str, SoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SoRALinear)}
 
 
-def proximal_step(model: nn.Module, lr: float) -> None:
-    """Soft-threshold every gate of the model; call right after optimizer.step() with that step's lr."""
+def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Soft-threshold every gate of the model in AdamW's metric; call right after optimizer.step() with
+    that step's lr. A gate the optimizer has not stepped yet is left alone."""
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for layer in sora_layers(model).values():
-        layer.proximal_step(lr)
+        state = optimizer.state.get(layer.gate)
+        if not state:
+            continue
+        group = groups[id(layer.gate)]
+        _, beta2 = group["betas"]
+        step = float(state["step"])
+        grad_rms = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt()  # sqrt(v̂), bias-corrected as AdamW does
+        layer.proximal_step(lr, grad_rms, group["eps"])
 
 
 def gate_report(model: nn.Module) -> list[dict]:
@@ -91,3 +118,9 @@ def gate_report(model: nn.Module) -> list[dict]:
         {"module": name, "rank": layer.rank(), "r": layer.r, "zero_fraction": 1.0 - layer.rank() / layer.r}
         for name, layer in sora_layers(model).items()
     ]
+
+
+def zero_gate_share(model: nn.Module) -> float:
+    """The share of all the model's gates that are exactly zero."""
+    layers = sora_layers(model).values()
+    return 1.0 - sum(layer.rank() for layer in layers) / max(1, sum(layer.r for layer in layers))
