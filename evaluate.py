@@ -49,6 +49,8 @@ COMMON_FIRST = [
     ("base_model", "base model"),
     ("trainable_params", "trainable params"),
     ("trainable_percent", "trainable %"),
+    ("exported_params", "exported params"),  # what the saved adapter holds (Sparse LoRA: the pruned ranks only)
+    ("zero_gate_share", "zero gates"),  # Sparse LoRA: the share of gates exactly zero
     ("model_size_mb", "size MB"),
 ]
 COMMON_LAST = [

@@ -373,6 +373,8 @@ def run(args) -> int:
             if is_main and (step % args.log_every == 0 or step == total_steps):
                 line = {"step": step, "split": "train", "loss": global_loss.item(), "lr": lr,
                         "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s}  # fmt: skip
+                if args.method == "sparse_lora":  # the gates over training: non-zero gates per module
+                    line["ranks"] = [row["rank"] for row in methods.gate_report(model)]
                 append_line(log_path, json.dumps(line))
             if is_main and args.eval_every and step % args.eval_every == 0:
                 validate()
@@ -437,10 +439,6 @@ def run(args) -> int:
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
-        if args.task != "wikitext2":
-            dataset = task.dataset
-            metrics |= {"dataset": dataset.repo, "test_split": f"{dataset.repo}/{dataset.test_file}",
-                        "label_names": list(dataset.label_names)}  # fmt: skip
         if args.method == "sparse_lora":
             metrics["sparse_lora_gates"] = methods.gate_report(model)  # effective rank per module
             metrics["zero_gate_share"] = methods.zero_gate_share(model)

@@ -45,7 +45,8 @@ class SentimentClassification:
         }
 
     def data_report(self, global_batch: int) -> dict:
-        report = {}
+        d = self.dataset
+        report = {"dataset": d.repo, "test_split": f"{d.repo}/{d.test_file}", "label_names": list(d.label_names)}
         for split, examples in self.examples.items():
             report[f"{split}_examples"] = len(examples)
             report[f"{split}_truncated"] = examples.truncated  # cut to max_seq_len

@@ -20,6 +20,7 @@ METRIC_FIELDS = {
     "method", "base_model", "trainable_params", "total_params", "trainable_percent", "model_size_mb", "steps",
     "train_time_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb", "peak_memory_kind",
     "validation_perplexity", "test_loss", "test_perplexity", "test_accuracy", "hyperparameters", "device",
+    "exported_params", "exported_file_bytes",
 }  # fmt: skip
 
 
@@ -57,6 +58,14 @@ def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
     if method == "sparse_lora":
         # per layer query, key, value and three "dense" (attention output, intermediate, output), + the head's
         assert len(metrics["sparse_lora_gates"]) == 2 * 6 + 1
+        ranks = [row["rank"] for row in metrics["sparse_lora_gates"]]
+        assert metrics["zero_gate_share"] == pytest.approx(1 - sum(ranks) / (8 * len(ranks)))
+        assert [row["ranks"] for row in read_log(out) if row["split"] == "train"][-1] == ranks  # gates over training
+    adapter = out / "adapter_model.safetensors"
+    assert metrics["exported_file_bytes"] == adapter.stat().st_size
+    assert metrics["exported_params"] == sum(t.numel() for t in load_file(str(adapter)).values())
+    if method != "sparse_lora":
+        assert metrics["exported_params"] == metrics["trainable_params"]  # the adapter is what was trained
 
 
 def test_evaluate_compares_runs_with_the_base_model(tiny_model_dir, corpus, tmp_path):

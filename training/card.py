@@ -61,6 +61,7 @@ metrics: [{metric_names}]
 | --- | --- |
 | Total parameters | {m["total_params"]:,} |
 | Trainable parameters | {m["trainable_params"]:,} ({m["trainable_percent"]:.3f}%) |
+| Saved adapter | {m["exported_params"]:,} parameters, {m["exported_file_bytes"] / 1e3:,.1f} kB |
 | Model size in memory | {m["model_size_mb"]:.1f} MB |
 {classification_rows(m) if classification else mlm_rows(m)}| Training time | {m["train_time_s"]:.1f} s |
 | Training throughput | {m["train_samples_per_s"]:.1f} samples/s, {m["train_tokens_per_s"]:,.0f} tokens/s |
