@@ -60,7 +60,8 @@ def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
         assert len(metrics["sparse_lora_gates"]) == 2 * 6 + 1
         ranks = [row["rank"] for row in metrics["sparse_lora_gates"]]
         assert metrics["zero_gate_share"] == pytest.approx(1 - sum(ranks) / (8 * len(ranks)))
-        assert [row["ranks"] for row in read_log(out) if row["split"] == "train"][-1] == ranks  # gates over training
+        logged = {row["step"]: row["ranks"] for row in read_log(out) if row["split"] == "train"}  # gates over training
+        assert logged[metrics["best_step"]] == ranks  # the report is of the best adapter, the one saved
     adapter = out / "adapter_model.safetensors"
     assert metrics["exported_file_bytes"] == adapter.stat().st_size
     assert metrics["exported_params"] == sum(t.numel() for t in load_file(str(adapter)).values())
@@ -96,7 +97,7 @@ def run_cli(*argv, timeout=300):
 @pytest.mark.parametrize("task", ["wikitext2", "sst2"])
 def test_resume_after_sigkill_is_bit_identical(task, tiny_model_dir, corpus, sentiment, tmp_path):
     common = ["--method", "sparse_lora", "--max-steps", "240", "--eval-every", "40", "--save-every", "20",
-              "--sparse-lambda", "5"]  # fmt: skip
+              "--sparse-lambda", "1e-4"]  # fmt: skip
 
     def args(out_dir, *extra):
         if task == "wikitext2":
