@@ -13,7 +13,8 @@ The pipeline, the same as Hugging Face's BertTokenizerFast:
      with type ids 0 for the first segment and 1 for the second. Pass add_special_tokens=False to
      `encode` for the bare pieces (data/ does this when it packs text into blocks itself).
 
-A model that ships `tokenizer.json` is loaded from it as is. One with only `vocab.txt` gets the pipeline
+A model that ships `tokenizer.json` is loaded from it, with any padding or truncation it configures switched
+off (data/ pads and truncates itself). One with only `vocab.txt` gets the pipeline
 above built from the vocabulary; it is lower-cased unless `tokenizer_config.json` says do_lower_case: false.
 """
 
@@ -29,9 +30,14 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     files = tokenizer_files(name_or_path)
     if files.tokenizer_json is not None:
         try:
-            return Tokenizer.from_file(str(files.tokenizer_json))
+            tok = Tokenizer.from_file(str(files.tokenizer_json))
         except Exception as e:  # tokenizers raises a plain Exception for a malformed file
             raise LoadError(f"{files.tokenizer_json}: not a valid tokenizer.json ({e})") from None
+        # Some files fix a padding and truncation length (sentence-transformers' pad every text to 128). data/
+        # packs, pads and truncates itself, and needs each text's own pieces: switch both off.
+        tok.no_padding()
+        tok.no_truncation()
+        return tok
     lowercase = True
     if files.tokenizer_config is not None:
         lowercase = bool(read_json_object(files.tokenizer_config).get("do_lower_case", True))

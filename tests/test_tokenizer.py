@@ -102,6 +102,18 @@ def test_tokenizer_json_matches_vocab_txt(vocab_dir, tmp_path):
         assert from_json.encode(text).ids == from_vocab.encode(text).ids == ref(text)["input_ids"]
 
 
+def test_padding_and_truncation_in_tokenizer_json_are_switched_off(vocab_dir, tmp_path):
+    """sentence-transformers' tokenizer.json pads every text to 128 and truncates there: not for us."""
+    fixed = minibert.load_tokenizer(str(vocab_dir))
+    fixed.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    fixed.enable_truncation(max_length=5)
+    fixed.save(str(tmp_path / "tokenizer.json"))
+    tok = minibert.load_tokenizer(str(tmp_path))
+    text = " ".join(WORDS[:10])
+    assert tok.encode(text).ids == minibert.load_tokenizer(str(vocab_dir)).encode(text).ids
+    assert len(tok.encode(text).ids) == 12  # [CLS] + 10 words + [SEP]: neither padded to 16 nor cut to 5
+
+
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(minibert.LoadError, match="no tokenizer: expected tokenizer.json or vocab.txt"):
