@@ -24,8 +24,8 @@ from minibert.files import WriteError
 from tests.test_loading import ROOT
 from tests.test_train import fails_cleanly, run_cli, train_args
 
-COMMON = ["--method", "sparse_lora", "--max-steps", "60", "--eval-every", "20", "--save-every", "20",
-          "--keep-checkpoints", "3"]  # fmt: skip
+COMMON = ["--method", "sparse_lora", "--sparse-lambda", "1e-3", "--max-steps", "60", "--eval-every", "20",
+          "--save-every", "20", "--keep-checkpoints", "3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ def read_log(out_dir):
 def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
     out = tmp_path / method
     args = ["--method", method, "--max-steps", "60", "--eval-every", "30", "--save-every", "30"]
+    if method == "sparse_lora":  # λ is in loss-gradient units; sized for this tiny model
+        args += ["--sparse-lambda", "1e-3"]
     assert train.main(train_args(tiny_model_dir, corpus, out, *args)) == 0
     names = {p.name for p in out.iterdir()}
     expected = {"adapter_config.json", "adapter_model.safetensors", "metrics.json", "train_log.jsonl", "README.md"}
