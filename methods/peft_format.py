@@ -18,8 +18,8 @@ tensors stored whole under the module's own name:
 so that `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=K),
 dir)` rebuilds the same classifier. PEFT cannot express a head trained alone (method "head": it refuses a
 config that adapts no layer), so that baseline is saved as head_model.safetensors, the head's tensors
-under their transformers names ("classifier.weight", ...), which `load_state_dict(..., strict=False)`
-of a transformers classifier takes as they are.
+under their transformers names ("classifier.weight", ...): each one is a parameter of a transformers
+classifier, `model.get_parameter(name)`, which raises for a name it does not have.
 
 Sparse LoRA is written as a plain LoRA: each module's zero-gate ranks are cut out, g and alpha/r are
 folded into B, and the module's own rank goes into `rank_pattern` (its alpha into `alpha_pattern`,

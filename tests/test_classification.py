@@ -137,8 +137,12 @@ def test_head_only_run_loads_into_transformers(clf_dirs, arch, tmp_path):
     randomise_adapters_(ours, seed=4)
     methods.save_adapter(ours, tmp_path)
     theirs = hf_classifier(arch, clf_dirs[arch])
-    result = theirs.load_state_dict(load_file(str(tmp_path / "head_model.safetensors")), strict=False)
-    assert result.unexpected_keys == []  # the card's snippet: every stored tensor lands in the head
+    stored = load_file(str(tmp_path / "head_model.safetensors"))
+    head = ["classifier"] if arch == "bert" else ["pre_classifier", "classifier"]
+    assert sorted(stored) == sorted(f"{m}.{p}" for m in head for p in ("weight", "bias"))  # exactly the head
+    with torch.no_grad():
+        for name, tensor in stored.items():  # the card's snippet; get_parameter raises for an unknown name
+            theirs.get_parameter(name).copy_(tensor)
     assert max_diff(class_logits(ours, arch), class_logits(theirs, arch)) <= TOL
     reloaded = methods.load_adapter(minibert.from_pretrained(clf_dirs[arch], num_labels=2), tmp_path)
     assert max_diff(class_logits(reloaded, arch), class_logits(ours, arch)) <= TOL

@@ -117,7 +117,8 @@ def classification_usage(m: dict) -> str:
 (`AutoModelForSequenceClassification`, `safetensors.torch.load_file`):
 ```python
 model = AutoModelForSequenceClassification.from_pretrained("{m["base_model"]}", num_labels={n})
-model.load_state_dict(load_file("path/to/this/directory/head_model.safetensors"), strict=False)  # the head only
+for name, tensor in load_file("path/to/this/directory/head_model.safetensors").items():  # the head only
+    model.get_parameter(name).data.copy_(tensor)  # raises for a name the model does not have
 ```
 With this project:
 ```python

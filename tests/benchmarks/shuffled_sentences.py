@@ -6,9 +6,9 @@ a pre-trained encoder separates them easily, a random one does not. It is laid o
 stanfordnlp/sst2 repo (data/train-00000-of-00001.parquet, data/validation-00000-of-00001.parquet;
 columns idx, sentence, label), so `train.py --task sst2 --data-dir DIR` reads it as it reads SST-2.
 
-    python -m tests.benchmarks.shuffled_sentences ../shared/data/wikitext-2-v1/valid.txt /tmp/shuffled
+    python -m tests.benchmarks.shuffled_sentences wiki.valid.tokens /tmp/shuffled
 
-Used by hand and by benchmarks only, never by the tests (they never read ../shared).
+Used by hand and by benchmarks only, never by the tests (they read no file outside the repository).
 """
 
 import argparse
@@ -60,7 +60,7 @@ def build(text_file: Path, out_dir: Path, seed: int = 0) -> dict[str, int]:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("text_file", type=Path, help="WikiText-2 text (e.g. ../shared/data/wikitext-2-v1/valid.txt)")
+    p.add_argument("text_file", type=Path, help="WikiText-2 text, e.g. wiki.valid.tokens")
     p.add_argument("out_dir", type=Path, help="where data/*.parquet go")
     p.add_argument("--seed", type=int, default=0, help="seed of the labels and the shuffles")
     args = p.parse_args()
