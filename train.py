@@ -448,6 +448,7 @@ def run(args) -> int:
         print(f"test {task.describe(test_result)}; results in {out_dir}", file=sys.stderr)
     if world > 1:
         check_replicas_agree(model, world)
+        torch.distributed.barrier()  # leave together: gloo can abort a process torn down while its peer still talks
         torch.distributed.destroy_process_group()
     return 0
 
