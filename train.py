@@ -52,6 +52,7 @@ from training.device import bf16_autocast, peak_memory
 from training.distributed import all_reduce_sum, check_replicas_agree, setup_distributed
 from training.progress import Progress
 
+DEFAULT_LR = 3e-4  # peak AdamW learning rate of every method but HiRA (methods.hira.DEFAULT_LR)
 USER_ERRORS = (minibert.LoadError, methods.AdapterError, data.DataError, quant.QuantError, ResumeError)
 
 
@@ -89,7 +90,13 @@ def parse_args(argv=None):
         default=None,
         help="tokens per block or example, [CLS] and [SEP] included (default: wikitext2 and sst2 128, imdb 512)",
     )
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of AdamW (default 3e-4)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate of AdamW (default {DEFAULT_LR}; hira {methods.hira.DEFAULT_LR}: its update W0 ⊙ BA "
+        "is scaled by W0's small entries, see methods/hira.py)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on SoRA gates)")
     p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps before linear decay")
     p.add_argument("--r", type=int, default=8, help="rank of the adapters (default 8)")
@@ -225,6 +232,8 @@ def run(args) -> int:
     qlora_on_cuda = args.method == "qlora" and device.type == "cuda"
     model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
     args.max_seq_len = args.max_seq_len or task.default_max_seq_len
+    if args.lr is None:
+        args.lr = methods.hira.DEFAULT_LR if args.method == "hira" else DEFAULT_LR
     check_args(args, model.config)
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(tokenizer, args.data_dir, cache_dir, args.max_seq_len)

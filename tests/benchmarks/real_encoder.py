@@ -1,7 +1,7 @@
 """Every method at work on a real pretrained encoder, on this CPU: the README's "Results on a real
 pretrained encoder" tables and its four figures, from one command.
 
-    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (about 1 hour on 2 cores)
+    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (about 50 min on 2 cores)
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters, the bert-base-uncased
@@ -20,12 +20,11 @@ Tasks (both built from real WikiText-2 text, the file given with --text):
                   that head is saved as a BertForMaskedLM checkpoint: the `base` row is a real MLM.
 
 Every run is `python train.py ...` in its own process (clean peak memory), at the card's settings
-(lr 3e-4, warm-up, batch 16, r = 8 on query and value) but for --steps steps.
+(lr 3e-4, HiRA's own 3e-3, 100 warm-up steps, batch 16, r = 8 on query and value) but for --steps steps;
+HiRA is also run at LoRA's 3e-4, to show why it has its own learning rate.
 Figures (docs/figures/): lambda_sweep.png, gates_over_training.png, delta_w_spectrum.png, nf4_levels.png.
 Used by hand only: the tests never download anything and never read files outside the repository.
 
-Status: `--quick` runs end to end (every step, the tables and the four figures, into --work-dir); the full
-run, whose numbers belong in the README, has not been made yet (issue 10).
 """
 
 import argparse
@@ -214,7 +213,7 @@ def table_head(*titles) -> list[str]:
 def row(m: dict, columns: list[tuple[str, str]]) -> str:
     cells = []
     for key, fmt in columns:
-        value = m.get(key)
+        value = m.get(key, m["hyperparameters"].get(key))  # a measured value, or a hyper-parameter (lr)
         cells.append("–" if value is None else format(value, fmt))
     return "| " + " | ".join(cells) + " |"
 
@@ -234,13 +233,16 @@ def main():
         default=Path("/tmp/minibert-real-encoder"),
         help="downloads, data and runs (default /tmp/minibert-real-encoder)",
     )
-    p.add_argument("--steps", type=int, default=400, help="steps of each classification run (default 400)")
-    p.add_argument("--long-steps", type=int, default=2000, help="steps of the long Sparse LoRA run (default 2000)")
-    p.add_argument("--mlm-steps", type=int, default=300, help="steps of each masked-LM run (default 300)")
+    p.add_argument("--steps", type=int, default=300, help="steps of each classification run (default 300)")
+    p.add_argument(
+        "--long-steps", type=int, default=2000, help="steps of the long Sparse LoRA and LoRA runs (default 2000)"
+    )
+    p.add_argument("--mlm-head-steps", type=int, default=600, help="steps training MiniLM's MLM head (default 600)")
+    p.add_argument("--mlm-steps", type=int, default=200, help="steps of each masked-LM run (default 200)")
     p.add_argument("--quick", action="store_true", help="a few steps of everything, to check that it runs")
     args = p.parse_args()
     if args.quick:
-        args.steps, args.long_steps, args.mlm_steps = 8, 16, 8
+        args.steps, args.long_steps, args.mlm_head_steps, args.mlm_steps = 8, 16, 8, 8
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     runs = work / ("runs-quick" if args.quick else "runs")
@@ -254,10 +256,13 @@ def main():
 
     # -- classification: every method at the card's settings, then the λ sweep, then one long run --
     clf = {m: train(runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps) for m in METHODS}
-    sweep = {}
+    hira_at_lora_lr = train(runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
+                            "--max-steps", args.steps)  # fmt: skip
+    sweep = {methods.sora.DEFAULT_SPARSE_LAMBDA: clf["sparse_lora"]}
     for lam in LAMBDAS:
-        sweep[lam] = train(runs / f"sparse_lora-clf-lambda{lam:g}", *common, "--method", "sparse_lora",
-                           "--sparse-lambda", lam, "--max-steps", args.steps, "--log-every", 5)  # fmt: skip
+        if lam not in sweep:
+            sweep[lam] = train(runs / f"sparse_lora-clf-lambda{lam:g}", *common, "--method", "sparse_lora",
+                               "--sparse-lambda", lam, "--max-steps", args.steps)  # fmt: skip
     long_run = runs / "sparse_lora-clf-long"
     long = train(long_run, *common, "--method", "sparse_lora", "--max-steps", args.long_steps, "--log-every", 10,
                  "--eval-every", max(1, args.long_steps // 4))  # fmt: skip
@@ -265,7 +270,7 @@ def main():
                       "--eval-every", max(1, args.long_steps // 4))  # fmt: skip
 
     # -- masked LM on WikiText-2 text: a real MLM head first, then every method --
-    mlm_base = add_mlm_head(minilm, text_dir, work / "minilm-mlm", steps=max(8, 2 * args.mlm_steps))
+    mlm_base = add_mlm_head(minilm, text_dir, work / "minilm-mlm", steps=args.mlm_head_steps)
     mlm_common = ["--model", mlm_base, "--data-dir", text_dir, "--cache-dir", work / "cache",
                   "--eval-every", max(1, args.mlm_steps // 3)]  # fmt: skip
     mlm = {m: train(runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps) for m in MLM_METHODS}
@@ -286,15 +291,16 @@ def main():
     plot_nf4(figures, minilm)
 
     # -- the README's tables --
-    clf_columns = [("method", ""), ("trainable_params", ","), ("exported_params", ","), ("zero_gate_share", ".2f"),
+    clf_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
+                   ("zero_gate_share", ".2f"),
                    ("test_accuracy", ".4f"), ("test_f1", ".4f"), ("test_macro_f1", ".4f"), ("train_time_s", ".0f"),
                    ("peak_memory_mb", ".0f")]  # fmt: skip
     lines = [f"Classification: {'SST-2' if args.sst2_dir else 'real WikiText-2 sentences vs the same words shuffled'}"
              f" ({clf['lora']['train_examples']:,} train / {clf['lora']['validation_examples']:,} validation / "
              f"{clf['lora']['test_examples']:,} test examples), {args.steps} steps of 16, card settings:", "",
-             *table_head("method", "trainable params", "exported params", "zero gates", "accuracy", "F1", "macro F1",
-                         "train s", "peak MB")]  # fmt: skip
-    lines += [row(clf[m], clf_columns) for m in METHODS]
+             *table_head("method", "lr", "trainable params", "exported params", "zero gates", "accuracy", "F1",
+                         "macro F1", "train s", "peak MB")]  # fmt: skip
+    lines += [row(clf[m], clf_columns) for m in METHODS] + [row(hira_at_lora_lr, clf_columns)]
     lines += [
         "",
         f"Sparse LoRA's λ (same {args.steps} steps), and {args.long_steps}-step runs:",
@@ -314,14 +320,15 @@ def main():
     )
     lines.append(f"| {args.long_steps} steps, LoRA | – | – | – | {long_lora['exported_params']:,} | "
                  f"{long_lora['test_accuracy']:.4f} |")  # fmt: skip
-    mlm_columns = [("method", ""), ("trainable_params", ","), ("exported_params", ","), ("zero_gate_share", ".2f"),
+    mlm_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
+                   ("zero_gate_share", ".2f"),
                    ("test_perplexity", ".2f"), ("test_accuracy", ".4f"), ("train_time_s", ".0f"),
                    ("peak_memory_mb", ".0f")]  # fmt: skip
     lines += ["", f"Masked LM on WikiText-2 text ({mlm['lora']['train_blocks']:,} train blocks of 128), "
               f"{args.mlm_steps} steps of 16; `base` is MiniLM with its trained MLM head, no adapter:", "",
-              *table_head("method", "trainable params", "exported params", "zero gates", "test perplexity", "accuracy",
-                          "train s", "peak MB"),
-              f"| base | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
+              *table_head("method", "lr", "trainable params", "exported params", "zero gates", "test perplexity",
+                          "accuracy", "train s", "peak MB"),
+              f"| base | – | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
               f"{float(base_row['test_accuracy']):.4f} | – | – |"]  # fmt: skip
     lines += [row(mlm[m], mlm_columns) for m in MLM_METHODS]
     lines += ["", f"ΔW of layer 0's query after the classification runs has numerical rank {spectrum['lora']} (LoRA, "
