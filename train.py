@@ -252,13 +252,9 @@ def run(args) -> int:
     trainable_params, total_params = methods.count_parameters(model)
     model_size_mb = quant.model_bytes(model) / 1e6
 
-    # -- optimisation: AdamW over the adapters; no weight decay on SoRA's gates (they have their own L1) --
+    # -- optimisation: AdamW over the adapters; SoRA's gates without weight decay (they have their own L1), faster --
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if not n.endswith("gate")], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in params if n.endswith("gate")], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
+    optimizer = torch.optim.AdamW(methods.sora.param_groups(model, args.weight_decay), lr=args.lr)
     global_batch = args.batch_size * world
     steps_per_epoch = task.batches_per_epoch(global_batch)
     if steps_per_epoch == 0:
@@ -354,7 +350,7 @@ def run(args) -> int:
             local = {key: value[mine].to(device) for key, value in batch.items()}
             lr = learning_rate(step, args.lr, args.warmup_steps, total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]  # SoRA's gates: GATE_LR_SCALE x lr
 
             n_local = task.count(local).float().to(device)  # masked tokens or examples in this share
             n_global = all_reduce_sum(n_local.clone(), world)
@@ -369,7 +365,7 @@ def run(args) -> int:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if args.method == "sparse_lora" and step >= args.warmup_steps:  # once the adapters have started
-                methods.proximal_step(model, optimizer, lr)  # g <- sign(g) max(|g| - lr λ / sqrt(v̂), 0)
+                methods.proximal_step(model, optimizer)  # g <- sign(g) max(|g| - lr_g λ / sqrt(v̂), 0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - start

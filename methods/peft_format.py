@@ -122,8 +122,10 @@ def save_adapter(model: Encoder, out_dir) -> Path:
             kept = [key for key in tensors if key.endswith(".lora_A.weight")]
             target_modules = sorted({key[len(PREFIX) : -len(".lora_A.weight")] for key in kept})  # the kept modules
             if not target_modules:
+                lam = config.options.get("sparse_lambda")
                 raise AdapterError(
-                    "every gate of the Sparse LoRA adapter is zero: it equals the base model, nothing to save"
+                    f"every gate of the Sparse LoRA adapter is zero (sparse_lambda = {lam} pruned every rank): it "
+                    "equals the base model, nothing to save; train again with a smaller sparse_lambda (--sparse-lambda)"
                 )
         file_config = {
             "peft_type": "LORA",

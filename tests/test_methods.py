@@ -150,7 +150,7 @@ def train_steps(model, steps, lr):
         model.mlm_loss(input_ids, labels, attention_mask=attention_mask).backward()
         optimizer.step()
         optimizer.zero_grad()
-        methods.proximal_step(model, optimizer, lr)
+        methods.proximal_step(model, optimizer)
     return model.eval()
 
 
@@ -201,22 +201,18 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
         base.bias.zero_()
     torch.manual_seed(seed)
     layer = SoRALinear(base, r=r, alpha=2 * r, dropout=0.0, sparse_lambda=sparse_lambda)
-    groups = [
-        {"params": [layer.lora_A, layer.lora_B], "weight_decay": 0.01},
-        {"params": [layer.gate], "weight_decay": 0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=lr)
+    optimizer = torch.optim.AdamW(methods.sora.param_groups(layer, weight_decay=0.01), lr=lr)  # as train.py
     for step in range(steps):
         step_lr = lr * ((step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup))
         for group in optimizer.param_groups:
-            group["lr"] = step_lr
+            group["lr"] = step_lr * group["lr_scale"]
         x = torch.randn(64, d, generator=g)
         y = x @ (w0 + target).T + 0.1 * torch.randn(64, d, generator=g)
         ((layer(x) - y) ** 2).mean().backward()
         optimizer.step()
         optimizer.zero_grad()
         if step >= warmup:
-            methods.proximal_step(layer, optimizer, step_lr)
+            methods.proximal_step(layer, optimizer)
     with torch.no_grad():
         x = torch.randn(4096, d, generator=g)
         excess = ((layer(x) - x @ (w0 + target).T) ** 2).mean().item()
@@ -227,9 +223,9 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
 def test_sora_keeps_the_ranks_the_task_needs_however_long_the_run(steps):
     """A rank-3 target and r = 8: 3 gates survive after N and after 10 N steps, and the fit is at its floor
     (noise variance 0.01; the error above it is what the adapter failed to learn)."""
-    rank, excess = fit_low_rank_target(steps, sparse_lambda=1e-2)
+    rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3)
     assert rank == 3, rank
-    assert excess < 2e-3, excess  # measured: 7e-4 after 300 steps, 1e-5 after 3,000
+    assert excess < 1e-3, excess  # measured: 1.4e-4 after 300 steps, 6e-6 after 3,000
 
 
 @pytest.mark.parametrize("arch", ARCHS)

