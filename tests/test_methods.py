@@ -177,6 +177,17 @@ def test_sora_large_lambda_zeroes_every_gate_and_returns_the_base_model(dirs, tm
         methods.save_adapter(sora, tmp_path)
 
 
+def test_param_groups_train_the_gates_faster_and_without_weight_decay(dirs):
+    model = sora_model(dirs["bert"], sparse_lambda=1e-3)
+    adapters, gates = methods.sora.param_groups(model, weight_decay=0.01)
+    gate_ids = {id(m.gate) for m in model.modules() if isinstance(m, SoRALinear)}
+    assert {id(p) for p in gates["params"]} == gate_ids and len(gate_ids) == 4
+    assert gates["lr_scale"] == methods.sora.GATE_LR_SCALE == 10 and gates["weight_decay"] == 0.0
+    assert adapters["lr_scale"] == 1.0 and adapters["weight_decay"] == 0.01
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in adapters["params"]} == trainable - gate_ids
+
+
 def test_soft_threshold_is_exact():
     layer = SoRALinear(torch.nn.Linear(8, 8), r=5, alpha=5, dropout=0.0, sparse_lambda=2.0)
     with torch.no_grad():

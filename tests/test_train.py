@@ -37,6 +37,20 @@ def read_log(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.parametrize("method, peak", [("hira", 3e-3), ("lora", 3e-4)])
+def test_default_learning_rate_per_method(method, peak, tiny_model_dir, corpus, tmp_path):
+    """Without --lr, HiRA trains at methods.hira.DEFAULT_LR (its update is scaled by W0's small entries), every
+    other method at 3e-4; the run records the rate it used, and AdamW stepped with it."""
+    args = train_args(tiny_model_dir, corpus, tmp_path / method, "--method", method, "--max-steps", "2",
+                      "--eval-every", "0", "--save-every", "0", "--log-every", "1")  # fmt: skip
+    i = args.index("--lr")
+    assert train.main(args[:i] + args[i + 2 :]) == 0
+    metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+    assert metrics["hyperparameters"]["lr"] == peak
+    steps = [row for row in read_log(tmp_path / method) if row["split"] == "train"]
+    assert steps[-1]["lr"] == pytest.approx(peak * 2 / 5)  # step 1 of the 5 warm-up steps
+
+
 @pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "qlora"])
 def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
     out = tmp_path / method

@@ -21,10 +21,12 @@ Tasks (both built from real WikiText-2 text, the file given with --text):
 
 Every run is `python train.py ...` in its own process (clean peak memory), at the card's settings
 (lr 3e-4, HiRA's own 3e-3, 100 warm-up steps, batch 16, r = 8 on query and value) but for --steps steps;
-HiRA is also run at LoRA's 3e-4, to show why it has its own learning rate.
+HiRA is also run at LoRA's 3e-4, to show why it has its own learning rate. Sparse LoRA's λ is swept on
+both tasks, and Sparse LoRA and LoRA are also run for the card's full length (3 epochs): the same λ
+must give the same sparsity on a short run and a full one.
 Figures (docs/figures/): lambda_sweep.png, gates_over_training.png, delta_w_spectrum.png, nf4_levels.png.
+Runs already in --work-dir (their metrics.json) are reused, so an interrupted run picks up where it was.
 Used by hand only: the tests never download anything and never read files outside the repository.
-
 """
 
 import argparse
@@ -144,7 +146,8 @@ def plot_lambda_sweep(
                                      (panels[1], mlm, "test_perplexity", "test perplexity")):  # fmt: skip
         lambdas = sorted(sweep)
         xs = list(range(len(lambdas)))
-        ax.plot(xs, [100 * sweep[lam]["zero_gate_share"] for lam in lambdas], "o-", color="tab:red", label="zero gates")
+        zero = [100 * sweep[lam].get("zero_gate_share", 0.0) for lam in lambdas]  # LoRA (λ = 0 on MLM): none
+        ax.plot(xs, zero, "o-", color="tab:red", label="zero gates")
         ax.set(xlabel="λ", ylabel="gates exactly zero (%)", ylim=(-3, 103))
         ax.set_xticks(xs, [f"{lam:g}" for lam in lambdas])
         right = ax.twinx()
@@ -244,15 +247,12 @@ def main():
         help="downloads, data and runs (default /tmp/minibert-real-encoder)",
     )
     p.add_argument("--steps", type=int, default=300, help="steps of each classification run (default 300)")
-    p.add_argument(
-        "--long-steps", type=int, default=2000, help="steps of the long Sparse LoRA and LoRA runs (default 2000)"
-    )
     p.add_argument("--mlm-head-steps", type=int, default=600, help="steps training MiniLM's MLM head (default 600)")
     p.add_argument("--mlm-steps", type=int, default=200, help="steps of each masked-LM run (default 200)")
     p.add_argument("--quick", action="store_true", help="a few steps of everything, to check that it runs")
     args = p.parse_args()
     if args.quick:
-        args.steps, args.long_steps, args.mlm_head_steps, args.mlm_steps = 8, 16, 8, 8
+        args.steps, args.mlm_head_steps, args.mlm_steps = 8, 8, 8
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     runs = work / ("runs-quick" if args.quick else "runs")
@@ -264,7 +264,7 @@ def main():
     common = ["--task", "sst2", "--model", minilm, "--data-dir", clf_dir, "--cache-dir", work / "cache",
               "--eval-every", max(1, args.steps // 4)]  # fmt: skip
 
-    # -- classification: every method at the card's settings, then the λ sweep, then one long run --
+    # -- classification: every method at the card's settings, then the λ sweep, then the card-length runs --
     clf = {m: train(runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps) for m in METHODS}
     hira_at_lora_lr = train(runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
                             "--max-steps", args.steps)  # fmt: skip
@@ -273,11 +273,10 @@ def main():
         if lam not in sweep:
             sweep[lam] = train(runs / f"sparse_lora-clf-lambda{lam:g}", *common, "--method", "sparse_lora",
                                "--sparse-lambda", lam, "--max-steps", args.steps)  # fmt: skip
-    long_run = runs / "sparse_lora-clf-long"
-    long = train(long_run, *common, "--method", "sparse_lora", "--max-steps", args.long_steps, "--log-every", 10,
-                 "--eval-every", max(1, args.long_steps // 4))  # fmt: skip
-    long_lora = train(runs / "lora-clf-long", *common, "--method", "lora", "--max-steps", args.long_steps,
-                      "--eval-every", max(1, args.long_steps // 4))  # fmt: skip
+    long_run = runs / "sparse_lora-clf-card"  # the card's full run: 3 epochs
+    card_length = ["--max-steps", 16] if args.quick else []
+    long = train(long_run, *common, "--method", "sparse_lora", *card_length, "--log-every", 10)
+    long_lora = train(runs / "lora-clf-card", *common, "--method", "lora", *card_length)
 
     # -- masked LM on WikiText-2 text: a real MLM head first, then every method --
     mlm_base = add_mlm_head(minilm, text_dir, work / "minilm-mlm", steps=args.mlm_head_steps)
@@ -300,7 +299,7 @@ def main():
     figures = work / "figures" if args.quick else FIGURES  # a quick run does not touch the README's figures
     plot_lambda_sweep(figures, sweep, mlm_sweep, args.steps, args.mlm_steps)
     lam = long["hyperparameters"]["sparse_lambda"]
-    plot_gates(figures, long_run, f"Sparse LoRA gates over {args.long_steps} steps (λ = {lam})")
+    plot_gates(figures, long_run, f"Sparse LoRA gates over a card-length run: {long['steps']} steps (λ = {lam})")
     spectrum = plot_spectrum(figures, minilm, {"lora": runs / "lora-clf", "hira": runs / "hira-clf"}, num_labels=2)
     plot_nf4(figures, minilm)
 
@@ -317,7 +316,7 @@ def main():
     lines += [row(clf[m], clf_columns) for m in METHODS] + [row(hira_at_lora_lr, clf_columns)]
     lines += [
         "",
-        f"Sparse LoRA's λ (same {args.steps} steps), and {args.long_steps}-step runs:",
+        f"Sparse LoRA's λ (same {args.steps} steps), and card-length runs (3 epochs, {long['steps']} steps):",
         "",
         "| run | λ | zero gates | effective ranks | exported params | accuracy |",
         "|---|---|---|---|---|---|",
@@ -329,10 +328,10 @@ def main():
                      f"{m['exported_params']:,} | {m['test_accuracy']:.4f} |")  # fmt: skip
     ranks = [g["rank"] for g in long["sparse_lora_gates"]]
     lines.append(
-        f"| {args.long_steps} steps | {long['hyperparameters']['sparse_lambda']:g} | "
+        f"| {long['steps']} steps | {long['hyperparameters']['sparse_lambda']:g} | "
         f"{long['zero_gate_share']:.2f} | {ranks} | {long['exported_params']:,} | {long['test_accuracy']:.4f} |"
     )
-    lines.append(f"| {args.long_steps} steps, LoRA | – | – | – | {long_lora['exported_params']:,} | "
+    lines.append(f"| {long_lora['steps']} steps, LoRA | – | – | – | {long_lora['exported_params']:,} | "
                  f"{long_lora['test_accuracy']:.4f} |")  # fmt: skip
     mlm_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
                    ("zero_gate_share", ".2f"),
