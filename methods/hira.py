@@ -20,7 +20,7 @@ times it, and a pre-trained BERT's weights are ~0.04 in size: at LoRA's learning
 steps): lr 3e-4 -> test accuracy 0.585 (chance 0.5; LoRA at 3e-4: 0.983), 3e-3 -> 0.977, 1e-2 -> 0.987
 (README, "Results on a real pretrained encoder"; the 1e-2 run is not in its table).
 DEFAULT_LR is the 10x step, the cautious one of the two for long runs (train.py uses it when --lr is not
-given). The paper, too, tunes HiRA's learning rate apart from LoRA's.
+given).
 """
 
 import math

@@ -41,7 +41,7 @@ class AdapterConfig:
     alpha: float  # LoRA scaling numerator: the update is multiplied by alpha / r (unused by HiRA)
     dropout: float  # dropout on the adapter's input
     target_modules: list[str] | str  # HF module names or suffixes that were adapted (a str: one regex)
-    options: dict = field(default_factory=dict)  # method-specific, e.g. {"sparse_lambda": 3e-3} for sparse_lora
+    options: dict = field(default_factory=dict)  # method-specific, e.g. {"sparse_lambda": 3e-4} for sparse_lora
     modules_to_save: list[str] = field(default_factory=list)  # HF names of the head layers trained in full
 
 

@@ -46,10 +46,10 @@ src/sparse_optimizer.py, subtracts a fixed threshold from the gates after every 
     steps after the warm-up and stay: at the default λ = 3e-4, 33% of the 96 gates are zero after 300
     steps (0.2 points below LoRA) and 36% after the card's full 846 (equal to LoRA), with the same
     modules pruned (README, "Results on a real pretrained encoder"). g is a per-rank scale of order 1,
-    so steps of ~3e-3 on it are still small. The limit on the other side: a
-    gate at zero also stops its B and A from learning, so a gate cut before its B has grown stays cut;
-    too large a λ or too fast a gate removes ranks a task needs (the synthetic rank-3 layer of
-    tests/test_methods.py keeps its 3 ranks at λ = 3e-3 after 300 and 3,000 steps, and loses all at 1e-2).
+    so steps of ~3e-3 on it are still small. The limit on the other side: a gate at zero also stops its
+    B and A from learning, so a gate cut before its B has grown stays cut; too large a λ or too fast a
+    gate removes ranks a task needs (the synthetic rank-3 layer of tests/test_methods.py keeps its 3
+    ranks at λ = 3e-3 after 300 and 3,000 steps, and loses all at 1e-2).
   - Sparsification starts only after the learning-rate warm-up (train.py passes the step): at step 0
     B = 0, so every gate's gradient is 0 and sqrt(v̂) ~ 0, and thresholding then would remove every
     rank before any adapter had learnt anything. λ = 0 switches sparsification off.

@@ -44,6 +44,7 @@ import data
 import methods
 import minibert
 import quant
+from minibert.files import write_text
 from minibert.weights import expand_names
 from tests.benchmarks.shuffled_sentences import build as build_shuffled
 
@@ -359,7 +360,7 @@ def main():
     lines += ["", f"ΔW of layer 0's query after the classification runs has numerical rank {spectrum['lora']} (LoRA, "
               f"r = 8) and {spectrum['hira']} (HiRA, the same parameter count)."]  # fmt: skip
     table = "\n".join(lines) + "\n"
-    (work / "results.md").write_text(table)
+    write_text(work / "results.md", table)
     print(table)
     if not args.quick:
         readme = (ROOT / "README.md").read_text()
@@ -367,7 +368,7 @@ def main():
         if start in readme and end in readme:
             head, rest = readme.split(start)
             readme = head + start + table + end + rest.split(end, 1)[1]
-            (ROOT / "README.md").write_text(readme)
+            write_text(ROOT / "README.md", readme)  # atomic: a crash leaves the old README whole
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
 
 
