@@ -1,7 +1,7 @@
 """Every method at work on a real pretrained encoder, on this CPU: the README's "Results on a real
 pretrained encoder" tables and its four figures, from one command.
 
-    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (about 55 min on 2 cores)
+    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (55-110 min on 2 cores)
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters, the bert-base-uncased
