@@ -12,9 +12,10 @@ effect of fine-tuning is visible. Every row is scored on the same blocks with th
     --pseudo-perplexity N: mask one token at a time over the first N test blocks (Salazar, Liang,
                 Nguyen, Kirchhoff, "Masked Language Model Scoring", ACL 2020, Section 2.3):
                 PPPL = exp(-mean over tokens t of log p(w_t | all other tokens)); independent of masks.
-SST-2 and IMDB (classification): accuracy, F1 of the positive class and macro F1 on the test split
-(data/sentiment.py says which split that is); the baseline row is the `head` run (only the
-classification head trained) when there is one.
+Classification and regression (SST-2, IMDB, GLUE, your files): the task's metrics on its test split(s)
+(data/labelled.py says which split that is; MNLI: matched and mismatched); the baseline row is the
+`head` run (only the classification head trained) when there is one. A run trained without a test file
+has nothing to score here and is skipped, with one line saying so.
 
 Inference throughput (samples/s after warm-up) and peak memory are measured for each row in its own
 process, so that one row's memory does not count in the next one's.
@@ -59,22 +60,14 @@ COMMON_LAST = [
     ("inference_samples_per_s", "inference samples/s"),
     ("peak_memory_mb", "peak memory MB"),
 ]
-TASK_COLUMNS = {
-    "wikitext2": [
-        ("test_perplexity", "test perplexity"),
-        ("test_accuracy", "accuracy"),
-        ("test_top5_accuracy", "top-5 accuracy"),
-        ("pseudo_perplexity", "pseudo-perplexity"),
-    ],
-    "classification": [
-        ("test_accuracy", "accuracy"),
-        ("test_f1", "F1"),
-        ("test_macro_f1", "macro F1"),
-        ("test_loss", "test loss"),
-    ],
-}
-# per task kind: (the validation metric drawn over training, the test metric in the bars, which is better)
-PLOTTED = {"wikitext2": ("loss", "test_perplexity", "lower"), "classification": ("accuracy", "test_accuracy", "higher")}
+MLM_COLUMNS = [
+    ("test_perplexity", "test perplexity"),
+    ("test_accuracy", "accuracy"),
+    ("test_top5_accuracy", "top-5 accuracy"),
+    ("pseudo_perplexity", "pseudo-perplexity"),
+]
+METRIC_TITLES = {"accuracy": "accuracy", "f1": "F1", "macro_f1": "macro F1", "matthews_correlation": "MCC",
+                 "pearson": "Pearson", "spearman": "Spearman", "mse": "MSE", "loss": "loss"}  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -90,10 +83,6 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     return p.parse_args(argv)
-
-
-def kind(task: str) -> str:
-    return "wikitext2" if task == "wikitext2" else "classification"
 
 
 def find_runs(args, skipped: list[str]) -> list[dict]:
@@ -122,11 +111,11 @@ def table_rows(runs: list[dict]) -> dict[str, list[dict]]:
         rows = []
         for base in dict.fromkeys(r["base_model"] for r in runs if r["task"] == task):
             group = [r for r in runs if r["task"] == task and r["base_model"] == base]
-            if task == "wikitext2":
-                first = group[0]
+            first = group[0]
+            if first.get("task_kind", "mlm") == "mlm":  # old runs (no task_kind) were all WikiText-2
                 rows.append(
                     {
-                        "task": task,
+                        **{key: first.get(key) for key in ("task", "task_kind", "task_title", "data_files")},
                         "method": "base",
                         "base_model": base,
                         "hyperparameters": {"max_seq_len": first["hyperparameters"]["max_seq_len"]},
@@ -162,15 +151,20 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     """Everything measured for one row; run in its own process (see module docstring)."""
     args = argparse.Namespace(**args_dict)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    task = tasks.get(row["task"])
+    task = tasks.from_run(row)
+    if not task.test_splits:
+        raise RunError(f"{row['run_dir']}: trained without a --test-file, so there is nothing to score")
     tokenizer = minibert.load_tokenizer(row["base_model"])
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
-    task.load_data(tokenizer, args.data_dir, cache_dir, row["hyperparameters"]["max_seq_len"], splits=("test",))
+    data_dir = None if row.get("data_files") else args.data_dir
+    task.load_data(tokenizer, data_dir, cache_dir, row["hyperparameters"]["max_seq_len"], splits=task.test_splits)
     model = load_run_model(task, row, device)
-    result = task.evaluate(model, "test", args.batch_size, device)
-    measured = {f"test_{key}": value for key, value in result.items()}
+    measured = {}
+    for split in task.test_splits:
+        result = task.evaluate(model, split, args.batch_size, device)
+        measured |= {f"{split}_{key}": value for key, value in result.items()}
     measured["model_size_mb"] = quant.model_bytes(model) / 1e6
-    if args.pseudo_perplexity and row["task"] == "wikitext2":
+    if args.pseudo_perplexity and tasks.kind_of(task) == "mlm":
         measured["pseudo_perplexity"] = pseudo_perplexity(
             model, task.blocks["test"][: args.pseudo_perplexity], task.vocab, device, args.batch_size
         )
@@ -225,24 +219,38 @@ def cell(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def write_results(task: str, rows: list[dict], out_dir: Path) -> None:
+def task_columns(task, rows: list[dict]) -> list[tuple[str, str]]:
+    """The test metrics' columns: masked LM's, or the task's own metrics per test split (MNLI: two)."""
+    if tasks.kind_of(task) == "mlm":
+        return MLM_COLUMNS
+    columns = []
+    for split in task.test_splits:
+        where = "" if split == "test" else f" ({split.removeprefix('test_')})"
+        columns += [(f"{split}_{name}", METRIC_TITLES.get(name, name) + where) for name in (*task.metrics, "loss")]
+    return columns
+
+
+def write_results(task_name: str, rows: list[dict], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = COMMON_FIRST + TASK_COLUMNS[kind(task)] + COMMON_LAST
+    task = tasks.from_run(rows[-1])
+    columns = COMMON_FIRST + task_columns(task, rows) + COMMON_LAST
     columns = [(key, title) for key, title in columns if any(row.get(key) is not None for row in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
-    if task == "wikitext2":
-        scored = "Test split of WikiText-2, the same fixed masks for every row; perplexity = exp(mean cross-entropy)."
+    run = rows[-1]
+    if tasks.kind_of(task) == "mlm":
+        scored = "Test split, the same fixed masks for every row; perplexity = exp(mean cross-entropy)."
     else:
-        scored = (f"Test split: {rows[0]['test_split']}; F1 of the positive class ({rows[0]['label_names'][1]}), "
-                  "macro F1 the mean over both classes.")  # fmt: skip
+        sources = ", ".join(str(run.get(f"{split}_source", "")) for split in task.test_splits)
+        labels = ", ".join(run.get("label_names") or []) or "one score (regression)"
+        scored = f"Test split: {sources}; labels: {labels}; F1 is of the second class, macro F1 the mean over classes."
     note = (
         f"\n{scored} Training columns come from each run's metrics.json; inference and memory were "
         f"measured now, each row in its own process (memory: {rows[0].get('peak_memory_kind', '')}).\n"
     )
-    stem = out_dir / f"comparison-{task}"
-    stem.with_suffix(".md").write_text(f"## {tasks.get(task).title}\n\n" + table + note, encoding="utf-8")
+    stem = out_dir / f"comparison-{task_name}"
+    stem.with_suffix(".md").write_text(f"## {task.title}\n\n" + table + note, encoding="utf-8")
     with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow([key for key, _ in columns])
@@ -252,13 +260,16 @@ def write_results(task: str, rows: list[dict], out_dir: Path) -> None:
     print(f"written: {stem}.md, {stem}.csv, {stem}.png")
 
 
-def plot(task: str, rows: list[dict], path: Path) -> None:
+def plot(task, rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    curve_metric, bar_metric, better = PLOTTED[kind(task)]
+    mlm = tasks.kind_of(task) == "mlm"
+    curve_metric = task.selection  # the validation metric that picked the best checkpoint
+    bar_metric = "test_perplexity" if mlm else f"test_{task.selection}"
+    better = "higher" if task.higher_is_better else "lower"
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
     for row in rows:
         log = Path(row.get("run_dir", "")) / "train_log.jsonl"
@@ -266,7 +277,7 @@ def plot(task: str, rows: list[dict], path: Path) -> None:
             points = [json.loads(line) for line in log.read_text().splitlines()]
             points = [p for p in points if p["split"] == "validation"]
             curves.plot([p["step"] for p in points], [p[curve_metric] for p in points], marker="o", label=row["method"])
-    curves.set(title=f"{tasks.get(task).title}: validation {curve_metric}", xlabel="step", ylabel=curve_metric)
+    curves.set(title=f"{task.title}: validation {curve_metric}", xlabel="step", ylabel=curve_metric)
     curves.legend()
     labels = [f"{r['method']}\n{r['trainable_params']:,} trainable" for r in rows]
     bars.bar(range(len(rows)), [r[bar_metric] for r in rows], color="tab:blue")

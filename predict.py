@@ -1,10 +1,13 @@
 """Try a trained run on your own text.
 
     python predict.py runs/lora-sst2-bert-base-uncased "This is a great movie!" "A dull, lifeless film."
+    python predict.py runs/lora-rte-bert-base-uncased "A man is sleeping. [SEP] Nobody sleeps."   # a pair
     python predict.py runs/lora-wikitext2-bert-base-uncased "The capital of France is [MASK]."
 
-A classification run (SST-2, IMDB) prints each text's label and the probability of every label:
-    softmax(logits) over the classes of the run's task.
+A classification run prints each text's label and the probability of every label:
+    softmax(logits) over the classes of the run's task (the names it was trained with).
+A regression run prints each text's score. A run trained on pairs takes each pair as one TEXT with the
+two sides separated by " [SEP] ", as BERT itself sees them.
 A masked-LM run (WikiText-2) fills each [MASK] of each text with its 5 most likely tokens:
     softmax(logits at the [MASK] position) over the vocabulary.
 The model is the run's base model with the run's best adapter (and head) loaded, as evaluate.py builds it.
@@ -28,23 +31,53 @@ TOP_K = 5  # candidates shown for each [MASK]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a finished run directory written by train.py (it holds metrics.json)")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="texts to classify, or with [MASK] tokens to fill")
+    p.add_argument(
+        "texts",
+        nargs="+",
+        metavar="TEXT",
+        help="texts to classify or score (a pair: 'first [SEP] second'), or with [MASK] tokens to fill",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     return p.parse_args(argv)
 
 
+def split_pairs(texts: list[str], pairs: bool) -> tuple[list[str], list[str] | None]:
+    """(first texts, second texts or None): a pair run's TEXT is "first [SEP] second"."""
+    if not pairs:
+        return texts, None
+    halves = [text.split(" [SEP] ", 1) for text in texts]
+    single = [text for text, parts in zip(texts, halves, strict=True) if len(parts) != 2]
+    if single:
+        raise RunError(f"this run was trained on pairs of texts, and {single[0]!r} is one text; write each pair as "
+                       '"first text [SEP] second text"')  # fmt: skip
+    return [a for a, _ in halves], [b for _, b in halves]
+
+
 @torch.no_grad()
-def classify(model, tokenizer, texts: list[str], label_names: list[str], max_seq_len: int) -> list[str]:
-    """One line per text: the predicted label, then every label's probability."""
-    examples = data.encode_examples(texts, np.zeros(len(texts)), tokenizer, max_seq_len)
+def classify(model, tokenizer, texts: list[str], run: dict) -> list[str]:
+    """One line per text: the predicted label and every label's probability (regression: the score)."""
+    firsts, seconds = split_pairs(texts, run.get("text_pairs", False))
+    examples = data.encode_examples(firsts, np.zeros(len(texts)), tokenizer, run["hyperparameters"]["max_seq_len"],
+                                    pairs=seconds)  # fmt: skip
     batch = examples.batch(list(range(len(texts))), tokenizer.token_to_id("[PAD]"))  # padded to the longest
     device = next(model.parameters()).device
-    logits = model(batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))  # (B, K)
-    probs = logits.float().softmax(dim=-1).cpu()  # (B, K)
+    segments = batch.get("token_type_ids") if model.config.type_vocab_size else None
+    logits = (
+        model(
+            batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            token_type_ids=None if segments is None else segments.to(device),
+        )
+        .float()
+        .cpu()
+    )  # (B, K)
+    if run.get("task_kind") == "regression":
+        return [f"{score:>10.4f}  {text}" for text, score in zip(texts, logits[:, 0].tolist(), strict=True)]
+    names = run["label_names"]
     lines = []
-    for text, p in zip(texts, probs, strict=True):
-        scores = ", ".join(f"{name} {q:.3f}" for name, q in zip(label_names, p.tolist(), strict=True))
-        lines.append(f"{label_names[int(p.argmax())]:>10}  ({scores})  {text}")
+    for text, p in zip(texts, logits.softmax(dim=-1), strict=True):
+        scores = ", ".join(f"{name} {q:.3f}" for name, q in zip(names, p.tolist(), strict=True))
+        lines.append(f"{names[int(p.argmax())]:>10}  ({scores})  {text}")
     return lines
 
 
@@ -70,8 +103,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run = read_run(args.run_dir)
-        task = tasks.get(run["task"])
-        if run["task"] == "wikitext2":
+        task = tasks.from_run(run)
+        mlm = run.get("task_kind", "mlm" if run["task"] == "wikitext2" else "classification") == "mlm"
+        if mlm:
             unmasked = [text for text in args.texts if "[MASK]" not in text]
             if unmasked:
                 raise RunError(f"a masked-LM run fills [MASK] tokens, and {unmasked[0]!r} has none; "
@@ -82,10 +116,11 @@ def main(argv=None) -> int:
     except (RunError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if run["task"] == "wikitext2":
-        lines = fill_masks(model, tokenizer, args.texts)
-    else:
-        lines = classify(model, tokenizer, args.texts, run["label_names"], run["hyperparameters"]["max_seq_len"])
+    try:
+        lines = fill_masks(model, tokenizer, args.texts) if mlm else classify(model, tokenizer, args.texts, run)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return 0
 

@@ -1,9 +1,10 @@
-"""Fine-tune BERT or DistilBERT with one PEFT method, for masked language modelling on WikiText-2 or for
-sentiment classification on SST-2 or IMDB.
+"""Fine-tune BERT or DistilBERT with one PEFT method: masked language modelling (WikiText-2 or your text),
+or classification and regression (SST-2, IMDB, GLUE, or your CSV/TSV/JSONL/parquet files).
 
     python train.py --method sparse_lora                      # WikiText-2 MLM, bert-base-uncased, the defaults
     python train.py --task sst2 --method lora                 # SST-2 classification
-    python train.py --task imdb --method qlora --model distilbert-base-uncased
+    python train.py --task rte --method hira                  # a GLUE task by name (cola, mrpc, qqp, stsb, mnli, ...)
+    python train.py --method lora --train-file tickets.csv --test-file tickets-test.csv   # your files
     python train.py --task sst2 --method head                 # baseline: only the classification head
     torchrun --nproc_per_node 4 train.py --method hira        # data-parallel, the same script
 
@@ -18,8 +19,8 @@ The loop, the same for every task (tasks/ holds what differs: data, objective, m
 with the task's head and the data; put the method in; then for every step take the task's batch, compute
 its loss, backpropagate into the adapters (and the task head), clip, step AdamW and the learning-rate
 schedule (and SoRA's proximal step); evaluate on the validation split every --eval-every steps, keeping
-the best adapter (lowest validation loss for MLM, highest accuracy for classification); checkpoint every
---save-every steps. At the end the best adapter is scored on the test split.
+the best adapter (lowest validation loss for MLM, the task's first metric for the others); checkpoint
+every --save-every steps. At the end the best adapter is scored on the test split(s).
 
 Exit codes: 0 done; 2 a usage or input mistake (one line on stderr); 3 the loss became NaN or infinite;
 4 a file could not be written (disk full, no permission, read-only): the line names the file and the last
@@ -28,9 +29,9 @@ SIGTERM), with a checkpoint to --resume from. Every file is written atomically (
 """
 
 import argparse
+import dataclasses
 import json
 import math
-import platform
 import signal
 import sys
 import tempfile
@@ -38,7 +39,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 import data
 import methods
@@ -48,12 +48,14 @@ import tasks
 from minibert.files import WriteError, append_line, write_text
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
-from training.device import bf16_autocast, peak_memory
+from training.device import bf16_autocast
 from training.distributed import all_reduce_sum, check_replicas_agree, setup_distributed
 from training.progress import Progress
+from training.report import RunState, final_metrics
 
 DEFAULT_LR = 3e-4  # peak AdamW learning rate of every method but HiRA (methods.hira.DEFAULT_LR)
 USER_ERRORS = (minibert.LoadError, methods.AdapterError, data.DataError, quant.QuantError, ResumeError)
+FILE_FLAGS = ("validation_file", "test_file", "text_column", "text_pair_column", "label_column")
 
 
 class UsageError(Exception):
@@ -70,10 +72,17 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--task",
-        default="wikitext2",
-        choices=tasks.TASKS,
-        help="wikitext2: masked LM on WikiText-2 (default); sst2, imdb: sentiment classification",
+        default=None,
+        choices=[*tasks.TASKS, *tasks.KINDS],
+        help="wikitext2: masked LM on WikiText-2 (the default); sst2, imdb: sentiment; cola, mrpc, qqp, stsb, mnli, "
+        "qnli, rte: GLUE. With --train-file: classification, regression or mlm (default: inferred from the file)",
     )
+    p.add_argument("--train-file", default=None, help="your training data: .csv, .tsv, .jsonl, .parquet (.txt: mlm)")
+    p.add_argument("--validation-file", default=None, help="your validation data (default: a fixed 10%% of train)")
+    p.add_argument("--test-file", default=None, help="your test data (default: none, no test metrics)")
+    p.add_argument("--text-column", default=None, help="column of the text (default: sentence, text, sentence1, ...)")
+    p.add_argument("--text-pair-column", default=None, help="column of a pair's second text (default: sentence2, ...)")
+    p.add_argument("--label-column", default=None, help="column of the label (default: label, else score)")
     p.add_argument("--model", default="bert-base-uncased", help="hub repo id or local directory of a BERT/DistilBERT")
     p.add_argument(
         "--data-dir",
@@ -88,7 +97,7 @@ def parse_args(argv=None):
         "--max-seq-len",
         type=int,
         default=None,
-        help="tokens per block or example, [CLS] and [SEP] included (default: wikitext2 and sst2 128, imdb 512)",
+        help="tokens per block or example, [CLS] and [SEP]s included (default 128; imdb 512)",
     )
     p.add_argument(
         "--lr",
@@ -189,13 +198,16 @@ class Objective(torch.nn.Module):
         return self.task.loss(self.model, batch) * scale
 
 
-def exported_adapter(out_dir: Path) -> dict:
-    """What the saved adapter holds (Sparse LoRA's is smaller than what was trained): parameters and bytes."""
-    path = out_dir / ("head_model.safetensors" if (out_dir / "head_model.safetensors").exists() else
-                      "adapter_model.safetensors")  # fmt: skip
-    with safe_open(str(path), framework="pt") as f:
-        params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
-    return {"exported_params": params, "exported_file_bytes": path.stat().st_size}
+def wrap_objective(objective: Objective, args, world: int, device):
+    """torch.compile (--compile) and DistributedDataParallel (torchrun) around the objective; TF32 on CUDA."""
+    if args.compile:
+        objective = torch.compile(objective)
+    if world > 1:
+        device_ids = [device] if device.type == "cuda" else None
+        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return objective
 
 
 def main(argv=None) -> int:
@@ -212,22 +224,52 @@ def main(argv=None) -> int:
         return 4
 
 
-def run(args) -> int:
-    rank, world, device = setup_distributed(args.device)
-    is_main = rank == 0
-    torch.manual_seed(args.seed)  # adapter initialisation and dropout
-    task = tasks.get(args.task)
-    if args.method == "head" and args.task == "wikitext2":
-        raise UsageError("--method head trains a classification head: use it with --task sst2 or --task imdb")
+def build_task(args, say):
+    """The task: a named one (--task), or your files (--train-file), whose kind is inferred if not given."""
+    if args.train_file is None:
+        given = [f"--{name.replace('_', '-')}" for name in FILE_FLAGS if getattr(args, name) is not None]
+        if given or args.task in tasks.KINDS:
+            raise UsageError(
+                f"{', '.join(given) or '--task ' + args.task} is for your own files: add --train-file PATH"
+            )
+        args.data_files = None
+        return tasks.get(args.task or "wikitext2")
+    if args.task in tasks.TASKS:
+        raise UsageError(f"--task {args.task} reads its own dataset; with --train-file, --task is classification, "
+                         "regression or mlm (or left out, to be inferred)")  # fmt: skip
+    if args.data_dir is not None:
+        raise UsageError("--data-dir is for the named tasks; with --train-file, pass each file by its path")
+    def absolute(path):  # evaluate.py and predict.py may run from another directory
+        return str(Path(path).expanduser().resolve()) if path else None
 
-    # -- model and data --
+    files = data.DataFiles(absolute(args.train_file), absolute(args.validation_file), absolute(args.test_file),
+                           args.text_column, args.text_pair_column, args.label_column)  # fmt: skip
+    args.data_files = dataclasses.asdict(files)  # kept in metrics.json, so evaluate.py and predict.py find them
+    task = tasks.from_files(files, args.task)
+    if args.task is None:
+        kind = tasks.kind_of(task)
+        why = {
+            "mlm": "a .txt file is text",
+            "regression": "every label is a number, some not integers",
+            "classification": f"{len(task.label_names or ())} classes: {', '.join(task.label_names or ())}",
+        }[kind]
+        say(f"--task {kind} (inferred from {args.train_file}: {why}; pass --task to choose)")  # fmt: skip
+    return task
+
+
+def prepare_output_dir(args, task, is_main: bool) -> Path:
     model_name = args.model.rstrip("/").split("/")[-1]
-    out_dir = Path(args.output_dir or f"runs/{args.method}-{args.task}-{model_name}")
+    out_dir = Path(args.output_dir or f"runs/{args.method}-{task.name}-{model_name}")
     args.output_dir = str(out_dir)
     if not args.resume and ((out_dir / "metrics.json").exists() or (out_dir / "checkpoints").exists()):
         raise UsageError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --output-dir")
     if is_main:
         check_output_dir(out_dir)
+    return out_dir
+
+
+def load_model_and_data(args, task, device):
+    """The base model with the task's head (bf16 for QLoRA on CUDA), the data tokenised, the method put in."""
     tokenizer = minibert.load_tokenizer(args.model)
     qlora_on_cuda = args.method == "qlora" and device.type == "cuda"
     model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
@@ -237,112 +279,72 @@ def run(args) -> int:
     check_args(args, model.config)
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(tokenizer, args.data_dir, cache_dir, args.max_seq_len)
-
     targets = args.target_modules.split(",") if args.target_modules else None
+    options = method_options(args)
     methods.apply(
-        model,
-        args.method,
-        r=args.r,
-        alpha=args.alpha,
-        dropout=args.dropout,
-        target_modules=targets,
-        **method_options(args),
+        model, args.method, r=args.r, alpha=args.alpha, dropout=args.dropout, target_modules=targets, **options
     )
-    model.train()
-    trainable_params, total_params = methods.count_parameters(model)
-    model_size_mb = quant.model_bytes(model) / 1e6
+    return model.train()
+
+
+def run(args) -> int:
+    rank, world, device = setup_distributed(args.device)
+    is_main = rank == 0
+    say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
+    torch.manual_seed(args.seed)  # adapter initialisation and dropout
+    task = build_task(args, say)
+    if args.method == "head" and tasks.kind_of(task) == "mlm":
+        raise UsageError("--method head trains a classification head: use it with a classification or regression task")
+    out_dir = prepare_output_dir(args, task, is_main)
+    model = load_model_and_data(args, task, device)
 
     # -- optimisation: AdamW over the adapters; SoRA's gates without weight decay (they have their own L1), faster --
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(methods.sora.param_groups(model, args.weight_decay), lr=args.lr)
     global_batch = args.batch_size * world
     steps_per_epoch = task.batches_per_epoch(global_batch)
     if steps_per_epoch == 0:
         raise UsageError(f"the training split is smaller than one batch of {global_batch}")
-    total_steps = args.epochs * steps_per_epoch
-    if args.max_steps is not None:
-        total_steps = min(total_steps, args.max_steps)
+    total_steps = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
+    objective = wrap_objective(Objective(model, task), args, world, device)
 
-    objective = Objective(model, task)
-    if args.compile:
-        objective = torch.compile(objective)
-    if world > 1:
-        device_ids = [device] if device.type == "cuda" else None
-        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-
-    run_identity = {
-        "task": args.task,
-        "method": args.method,
-        "model": args.model,
-        "r": args.r,
-        "max_seq_len": args.max_seq_len,
-        "batch_size": args.batch_size,
-        "world_size": world,
-        "seed": args.seed,
-    }
-    step, best, last_validated = 0, {"step": None}, None  # best: the best validation result and its step
-    best_state = {}  # the best adapter so far, as trained
-    train_time, eval_time, samples_seen, tokens_seen = 0.0, 0.0, 0, 0
-    log_path = out_dir / "train_log.jsonl"
+    identity = {"task": task.name, "data_files": args.data_files, "method": args.method, "model": args.model,
+                "r": args.r, "max_seq_len": args.max_seq_len, "batch_size": args.batch_size, "world_size": world,
+                "seed": args.seed}  # fmt: skip
+    state, log_path = RunState(), out_dir / "train_log.jsonl"
     if args.resume:
-        say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
-        state, best_state = load_checkpoint(out_dir, model, optimizer, run_identity, say)
-        step, best, last_validated = state["step"], state["best"], state["last_validated"]
-        train_time, eval_time = state["train_time"], state["eval_time"]
-        samples_seen, tokens_seen = state["samples_seen"], state["tokens_seen"]
+        saved, best_state = load_checkpoint(out_dir, model, optimizer, identity, say)
+        state = RunState(**{k: saved[k] for k in RunState().saved()}, best_state=best_state)
         if is_main:
-            trim_log(log_path, step)
-            say(f"resumed from step {step}")
-    progress = Progress(total_steps, step, f"{args.method} {args.task}", enabled=is_main)
+            trim_log(log_path, state.step)
+        say(f"resumed from step {state.step}")
+    progress = Progress(total_steps, state.step, f"{args.method} {task.name}", enabled=is_main)
 
     def checkpoint():
         if is_main:
-            save_checkpoint(
-                out_dir,
-                model,
-                optimizer,
-                {
-                    "run": run_identity,
-                    "step": step,
-                    "epoch": step // steps_per_epoch,
-                    "best": best,
-                    "last_validated": last_validated,
-                    "train_time": train_time,
-                    "eval_time": eval_time,
-                    "samples_seen": samples_seen,
-                    "tokens_seen": tokens_seen,
-                },
-                best_state,
-                keep=args.keep_checkpoints,
-            )
-
-    def is_better(result: dict) -> bool:
-        if best["step"] is None:
-            return True
-        new, old = result[task.selection], best[task.selection]
-        return new > old if task.higher_is_better else new < old
+            run_state = {"run": identity, "epoch": state.step // steps_per_epoch, **state.saved()}
+            save_checkpoint(out_dir, model, optimizer, run_state, state.best_state, keep=args.keep_checkpoints)
 
     def validate():
-        nonlocal best, best_state, eval_time, last_validated
         start = time.perf_counter()
         result = task.evaluate(model, "validation", args.eval_batch_size, device)
-        eval_time += time.perf_counter() - start
-        last_validated = step
-        if is_better(result):
-            best = {"step": step, **result}
-            best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        state.eval_time += time.perf_counter() - start
+        state.last_validated = state.step
+        old = state.best.get(task.selection)
+        if old is None or (result[task.selection] > old if task.higher_is_better else result[task.selection] < old):
+            state.best = {"step": state.step, **result}
+            state.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
             methods.save_adapter(model, out_dir)
-        progress.write(f"step {step}: validation {task.describe(result)}" + (" (best)" if best["step"] == step else ""))
-        append_line(log_path, json.dumps({"step": step, "split": "validation", **result}))
+        best = " (best)" if state.best["step"] == state.step else ""
+        progress.write(f"step {state.step}: validation {task.describe(result)}{best}")
+        append_line(log_path, json.dumps({"step": state.step, "split": "validation", **result}))
 
     # -- the training loop --
     interrupted = False
     previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM like Ctrl-C
     try:
-        while step < total_steps:
-            start = time.perf_counter()
+        while state.step < total_steps:
+            step, start = state.step, time.perf_counter()
             torch.manual_seed(data.seed_of(args.seed, step, rank))  # dropout: a pure function of the step
             epoch, index = divmod(step, steps_per_epoch)
             batch = task.train_batch(args.seed, epoch, index, global_batch)  # (G, ...), the same on every process
@@ -358,7 +360,7 @@ def run(args) -> int:
             with bf16_autocast(device):
                 loss = objective(local, scale)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             global_loss = all_reduce_sum(loss.detach().float(), world) / world
             if not (torch.isfinite(global_loss) and torch.isfinite(grad_norm)):
                 raise FloatingPointError(f"step {step}: the loss is {global_loss.item()} (gradient norm {grad_norm})")
@@ -368,12 +370,12 @@ def run(args) -> int:
                 methods.proximal_step(model, optimizer)  # g <- sign(g) max(|g| - lr_g λ / sqrt(v̂), 0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            train_time += time.perf_counter() - start
-            samples_seen += len(batch["input_ids"])
-            tokens_seen += task.tokens(batch)
-            step += 1
+            state.train_time += time.perf_counter() - start
+            state.samples_seen += len(batch["input_ids"])
+            state.tokens_seen += task.tokens(batch)
+            state.step = step = step + 1
 
-            tokens_per_s = tokens_seen / max(train_time, 1e-9)
+            tokens_per_s = state.tokens_seen / max(state.train_time, 1e-9)
             progress.update(global_loss.item(), lr, tokens_per_s)
             if is_main and (step % args.log_every == 0 or step == total_steps):
                 line = {"step": step, "split": "train", "loss": global_loss.item(), "lr": lr,
@@ -396,66 +398,36 @@ def run(args) -> int:
         progress.close()
     if interrupted:
         checkpoint()
-        if is_main:
-            print(
-                f"interrupted at step {step}: checkpoint saved; continue with the same command plus --resume",
-                file=sys.stderr,
-            )
+        say(f"interrupted at step {state.step}: checkpoint saved; continue with the same command plus --resume")
         return 130
 
-    # -- the end: validate if not just done, restore the best adapter, score it on the test split --
     if is_main:
-        if last_validated != step:
+        if state.last_validated != state.step:
             validate()
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if p.requires_grad:
-                    p.copy_(best_state[n])
-        methods.save_adapter(model, out_dir)  # the best adapter, whichever checkpoint the run resumed from
-        start = time.perf_counter()
-        test_result = task.evaluate(model, "test", args.eval_batch_size, device)
-        eval_time += time.perf_counter() - start
-        metrics = {
-            "finished": True,
-            "task": args.task,
-            "method": args.method,
-            "base_model": args.model,
-            "architecture": model.config.arch,
-            "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("resume", "device", "cache_dir")},
-            "target_modules": model.adapter_config.target_modules,
-            "modules_to_save": model.adapter_config.modules_to_save,
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "trainable_percent": 100 * trainable_params / total_params,
-            "model_size_mb": model_size_mb,
-            "steps": step,
-            "epochs": step / steps_per_epoch,
-            **task.data_report(global_batch),
-            "train_time_s": train_time,
-            "eval_time_s": eval_time,
-            "train_samples_per_s": samples_seen / train_time,
-            "train_tokens_per_s": tokens_seen / train_time,
-            **peak_memory(device),
-            "best_step": best["step"],
-            **{f"validation_{key}": value for key, value in best.items() if key != "step"},
-            **{f"test_{key}": value for key, value in test_result.items()},
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "world_size": world,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
-        if args.method == "sparse_lora":
-            metrics["sparse_lora_gates"] = methods.gate_report(model)  # effective rank per module
-            metrics["zero_gate_share"] = methods.zero_gate_share(model)
-        metrics |= exported_adapter(out_dir)
-        write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_text(out_dir / "README.md", model_card(metrics))
-        print(f"test {task.describe(test_result)}; results in {out_dir}", file=sys.stderr)
+        finish(args, task, model, state, device, world)
     if world > 1:
         check_replicas_agree(model, world)
         torch.distributed.barrier()  # leave together: gloo can abort a process torn down while its peer still talks
         torch.distributed.destroy_process_group()
     return 0
+
+
+def finish(args, task, model, state: RunState, device, world: int) -> None:
+    """Restore the best adapter, save it, score it on the test split(s), write metrics.json and the card."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(state.best_state[n])
+    out_dir = Path(args.output_dir)
+    methods.save_adapter(model, out_dir)  # the best adapter, whichever checkpoint the run resumed from
+    start = time.perf_counter()
+    test_results = {split: task.evaluate(model, split, args.eval_batch_size, device) for split in task.test_splits}
+    state.eval_time += time.perf_counter() - start
+    metrics = final_metrics(args, task, model, state, test_results, device, world)
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out_dir / "README.md", model_card(metrics))
+    scored = "; ".join(f"{split} {task.describe(result)}" for split, result in test_results.items())
+    print(f"{scored or 'no test file: no test metrics'}; results in {out_dir}", file=sys.stderr)
 
 
 if __name__ == "__main__":

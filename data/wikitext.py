@@ -23,6 +23,21 @@ HUB_FILE = "wikitext-2-raw-v1/{split}-00000-of-00001.parquet"
 TEXT_NAMES = {"train": "train", "validation": "valid", "test": "test"}  # wiki.<name>.raw in the original zip
 
 
+class WikiText:
+    """The corpus of --task wikitext2, as tasks/masked_lm.py reads any corpus (your files: data/user_files.py)."""
+
+    name = "wikitext2"
+    title = "WikiText-2 (masked LM)"
+    test_files = {"test": "test"}  # reported split -> WikiText-2's split
+    held_out = False  # WikiText-2 has its own validation split
+
+    def load(self, data_dir: str | None, splits) -> dict[str, dict]:
+        return load_wikitext(data_dir, tuple(splits))
+
+    def source(self) -> str:
+        return f"{HUB_REPO}/{HUB_FILE.split('/')[0]}"
+
+
 def load_wikitext(data_dir: str | None = None, splits: tuple[str, ...] = SPLITS) -> dict[str, dict]:
     """{split: {"lines": [str, ...], "source": path}} for the given splits (default all three)."""
     return {split: load_split(split, data_dir) for split in splits}

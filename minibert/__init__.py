@@ -7,7 +7,8 @@ loading Hugging Face checkpoints.
     logits = model(input_ids, attention_mask=None, token_type_ids=None)  # (B, T, vocab)
     loss = model.mlm_loss(input_ids, labels, attention_mask=None)        # mean CE over labels != -100
     clf = minibert.from_pretrained("bert-base-uncased", num_labels=2)    # a sequence classifier
-    class_logits = clf(input_ids, attention_mask=None)                   # (B, 2)
+    class_logits = clf(input_ids, attention_mask=None, token_type_ids=None)  # (B, 2); pairs: segment ids
+    reg = minibert.from_pretrained("bert-base-uncased", num_labels=1)    # regression: one score, (B, 1)
 
 Files: config.py (hyper-parameters), model.py (the encoder and MLM head), classifier.py (the
 classification head), weights.py (checkpoint names -> ours), hub.py (local directory or HF cache),

@@ -46,19 +46,21 @@ class ClassificationHead(nn.Module):
 
 
 class BertClassifier(Encoder):
-    """The encoder plus a classification head over [CLS]. config.num_labels >= 2."""
+    """The encoder plus a classification head over [CLS]: config.num_labels >= 2 classes, or 1 output (regression)."""
 
     task = "classification"
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        if config.num_labels < 2:
-            raise ValueError(f"a classifier needs num_labels >= 2, got {config.num_labels}")
+        if config.num_labels < 1:
+            raise ValueError(f"a classifier needs num_labels >= 1 (1: regression), got {config.num_labels}")
         self.head = ClassificationHead(config)
         self.apply(self._init_weights)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Class logits: input_ids (B, T) -> (B, num_labels). attention_mask: (B, T), 1 = token, 0 = padding."""
+        """Class logits (num_labels = 1: the score): input_ids (B, T) -> (B, num_labels).
+
+        attention_mask: (B, T), 1 = token, 0 = padding. token_type_ids: (B, T) segment ids of a pair, or None."""
         first = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, T)
         first[:, 0] = True  # [CLS] is the first token of every sequence
         cls_vector = self.encode(input_ids, attention_mask, token_type_ids, keep=first)  # (B, H): h_[CLS] only

@@ -34,7 +34,7 @@ class BertConfig:
     pad_token_id: int = 0  # id of [PAD]; its embedding row is initialised to zero
     initializer_range: float = 0.02  # std of the normal init, used only for a head missing from a checkpoint
     classifier_dropout: float = 0.1  # dropout before the classification layer (BERT: hidden dropout; DistilBERT: 0.2)
-    num_labels: int = 0  # classes of the sequence classifier; 0 for the masked-LM model
+    num_labels: int = 0  # classes of the sequence classifier (1: a regression's one score); 0 for masked LM
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (softmax(QK^T/sqrt(d))V written out)
     name_or_path: str = ""  # where the weights came from (hub repo id or directory); recorded in adapter files
 
@@ -49,8 +49,10 @@ class BertConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {SUPPORTED_ACTIVATIONS}")
-        if self.num_labels < 0 or self.num_labels == 1:
-            raise ValueError(f"num_labels must be 0 (masked LM) or at least 2 (a classifier), got {self.num_labels}")
+        if self.num_labels < 0:
+            raise ValueError(
+                f"num_labels must be 0 (masked LM), 1 (regression) or K >= 2 classes, got {self.num_labels}"
+            )
         if self.attention not in ("sdpa", "explicit"):
             raise ValueError(f"attention must be 'sdpa' or 'explicit', got {self.attention!r}")
 

@@ -164,15 +164,16 @@ def from_pretrained(
 
     name_or_path: a directory laid out like a hub snapshot, or a hub repo id (downloaded into the HF cache).
     dtype: parameter dtype; None keeps float32. device: where the parameters live; None is the CPU.
-    num_labels: None gives the masked-LM model (`Bert`); K >= 2 a sequence classifier with K classes
-    (`BertClassifier`), whose head comes from the checkpoint if it is a classifier, else is new.
+    num_labels: None gives the masked-LM model (`Bert`); K >= 2 a sequence classifier with K classes, 1 a
+    regression head with one score (`BertClassifier`), whose head comes from the checkpoint if it is a
+    classifier, else is new.
     """
     files = model_files(name_or_path)
     config = BertConfig.from_json_file(files.config)
     config.name_or_path = str(name_or_path)
     if num_labels is not None:
-        if num_labels < 2:
-            raise LoadError(f"num_labels must be at least 2, got {num_labels}")
+        if num_labels < 1:
+            raise LoadError(f"num_labels must be at least 1 (1: regression), got {num_labels}")
         config.num_labels = num_labels
     with torch.device("meta"):  # build the modules without allocating or initialising memory
         model = BertClassifier(config) if num_labels is not None else Bert(config)

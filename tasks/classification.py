@@ -1,13 +1,18 @@
-"""Sentiment classification on SST-2 or IMDB: one label per text, from the [CLS] vector.
+"""Sequence classification: one label per text (or pair of texts), from the [CLS] vector; and regression.
 
 Devlin et al. (2019), Section 4.1: the logits are a classification head over h_[CLS]
 (minibert/classifier.py) and the loss is the mean cross-entropy over the batch's examples:
 
     loss = -(1/B) sum over examples i of log softmax(logits_i)[y_i]
 
+A pair is one sequence, [CLS] a [SEP] b [SEP], with segment ids 0 then 1 (BERT; DistilBERT has no
+segments), as BERT reads sentence pairs (Section 4.1, GLUE). Regression (STS-B, --task regression) is the same
+network with one output, trained with the mean squared error (tasks/regression.py).
+
 The data are variable-length examples (data/examples.py) in batches of similar length (data/buckets.py),
-padded to the longest in the batch. Reported: accuracy, F1 of the positive class, macro F1 and the loss
-(tasks/metrics.py); the best checkpoint is the one with the highest validation accuracy.
+padded to the longest in the batch. Reported: the dataset's metrics (tasks/metrics.py; SST-2 and IMDB:
+accuracy, F1 of the positive class, macro F1; GLUE: its official ones) and the loss; the first metric
+picks the best checkpoint.
 """
 
 import math
@@ -21,35 +26,45 @@ from tasks import metrics
 from training.device import bf16_autocast
 
 
-class SentimentClassification:
-    selection = "accuracy"  # the validation metric that picks the best checkpoint ...
-    higher_is_better = True  # ... and which way is better
+class Classification:
+    higher_is_better = True  # every reported metric (accuracy, F1, MCC, Pearson) is better higher
 
-    def __init__(self, dataset: data.sentiment.Dataset):
+    def __init__(self, dataset):
+        """dataset: a data.Dataset (a named one), or a tasks.files.FileDataset (your files)."""
         self.dataset = dataset
         self.name = dataset.name
-        self.title = f"{dataset.name.upper()} (sentiment classification)"
+        self.title = dataset.title
         self.label_names = dataset.label_names
+        self.metrics = dataset.metrics
+        self.selection = dataset.metrics[0]  # the validation metric that picks the best checkpoint
+        self.test_splits = tuple(dataset.test_files)  # ("test",), MNLI ("test", "test_mismatched"), or ()
         self.default_max_seq_len = dataset.max_seq_len
         self._epoch_batches = {}  # (seed, epoch, global batch) -> that epoch's batches, drawn once
 
-    def load_model(self, name_or_path: str, dtype, device):
-        return minibert.from_pretrained(name_or_path, dtype=dtype, device=device, num_labels=len(self.label_names))
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
 
-    def load_data(self, tokenizer, data_dir, cache_dir, max_seq_len: int, splits=data.SPLITS) -> None:
-        """Read the splits (see data/sentiment.py for the split policy) and tokenise them (cached)."""
+    def load_model(self, name_or_path: str, dtype, device):
+        return minibert.from_pretrained(name_or_path, dtype=dtype, device=device, num_labels=self.num_labels)
+
+    def load_data(self, tokenizer, data_dir, cache_dir, max_seq_len: int, splits=None) -> None:
+        """Read the splits (data/labelled.py says which is which) and tokenise them (cached)."""
         self.pad_id = tokenizer.token_to_id("[PAD]")
+        self.splits = self.dataset.load(data_dir, splits or ("train", "validation", *self.test_splits))
         self.examples = {
-            split: data.encode_examples(content["texts"], content["labels"], tokenizer, max_seq_len, cache_dir)
-            for split, content in data.load_sentiment(self.dataset, data_dir, splits).items()
+            name: data.encode_examples(s.texts, s.labels, tokenizer, max_seq_len, cache_dir, pairs=s.pairs)
+            for name, s in self.splits.items()
         }
 
     def data_report(self, global_batch: int) -> dict:
-        d = self.dataset
-        report = {"dataset": d.repo, "test_split": f"{d.repo}/{d.test_file}", "label_names": list(d.label_names)}
+        report = {"dataset": self.dataset.source(), "label_names": list(self.label_names or ())}
+        report["text_pairs"] = any(split.pairs is not None for split in self.splits.values())
+        report |= {f"{split}_source": self.splits[split].source for split in self.test_splits if split in self.splits}
         for split, examples in self.examples.items():
             report[f"{split}_examples"] = len(examples)
             report[f"{split}_truncated"] = examples.truncated  # cut to max_seq_len
+            report[f"{split}_skipped_empty"] = self.splits[split].skipped_empty
         if "train" in self.examples:
             lengths = self.examples["train"].lengths
             batches = data.bucketed_batches(lengths, global_batch, data.seeded_generator(0, 0))
@@ -75,20 +90,30 @@ class SentimentClassification:
         return int(batch["attention_mask"].sum())  # real tokens, padding not counted
 
     def logits(self, model, batch) -> torch.Tensor:
-        return model(batch["input_ids"], attention_mask=batch["attention_mask"])  # (B, K)
+        segments = batch.get("token_type_ids") if model.config.type_vocab_size else None  # DistilBERT: none
+        return model(batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=segments)  # (B, K)
 
     def loss(self, model, batch) -> torch.Tensor:
         logits = self.logits(model, batch)  # (B, K)
         if logits.shape[0] == 0:  # a data-parallel process with no example in the last, short batch
             return logits.sum()  # zero, with a gradient of zero
-        return F.cross_entropy(logits.float(), batch["labels"])  # mean over the B examples
+        return self.loss_of(logits.float(), batch["labels"])  # mean over the B examples
+
+    def loss_of(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(logits, labels, reduction=reduction)
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=-1)  # (B,) the most likely class
+
+    def metric(self, name: str, predictions: torch.Tensor, labels: torch.Tensor) -> float:
+        return metrics.classification(name, predictions, labels, self.num_labels)
 
     def sample_batch(self, split: str, n: int) -> dict[str, torch.Tensor]:
         return self.examples[split].batch(list(range(min(n, len(self.examples[split])))), self.pad_id)
 
     @torch.no_grad()
     def evaluate(self, model, split: str, batch_size: int, device) -> dict:
-        """Loss, accuracy, F1 (positive class) and macro F1 over the split, in batches sorted by length."""
+        """The loss and the dataset's metrics over the split, in batches sorted by length."""
         examples = self.examples[split]
         order = sorted(range(len(examples)), key=lambda i: examples.lengths[i])  # least padding
         was_training = model.training
@@ -98,18 +123,14 @@ class SentimentClassification:
             batch = {k: v.to(device) for k, v in examples.batch(order[i : i + batch_size], self.pad_id).items()}
             with bf16_autocast(device):
                 logits = self.logits(model, batch).float()  # (B, K)
-            loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-            predictions.append(logits.argmax(dim=-1).cpu())
+            loss_sum += self.loss_of(logits, batch["labels"], reduction="sum").item()
+            predictions.append(self.predictions(logits).cpu())
             labels.append(batch["labels"].cpu())
         model.train(was_training)
         predictions, labels = torch.cat(predictions), torch.cat(labels)
-        return {
-            "loss": loss_sum / len(labels),
-            "accuracy": metrics.accuracy(predictions, labels),
-            "f1": metrics.f1(predictions, labels, positive=1),
-            "macro_f1": metrics.macro_f1(predictions, labels, len(self.label_names)),
-            "examples": len(labels),
-        }
+        result = {"loss": loss_sum / len(labels)}
+        result |= {name: self.metric(name, predictions, labels) for name in self.metrics}
+        return result | {"examples": len(labels)}
 
     def describe(self, result: dict) -> str:
-        return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}"
+        return f"loss {result['loss']:.4f}, " + ", ".join(f"{name} {result[name]:.4f}" for name in self.metrics)

@@ -1,4 +1,4 @@
-"""Masked language modelling on WikiText-2: BERT's own pre-training objective, continued on new text.
+"""Masked language modelling: BERT's own pre-training objective, continued on new text (WikiText-2, or yours).
 
 Devlin et al. (2019), Section 3.1, Task #1. The data are fixed-length blocks of running text
 (data/blocks.py); each training step corrupts 15% of a batch's tokens (data/masking.py) and the loss is
@@ -8,44 +8,68 @@ the mean cross-entropy of predicting the originals at those positions:
     perplexity = exp(loss)
 
 Validation and test use one fixed set of masks (the same for every run and method), so their numbers
-are comparable; the best checkpoint is the one with the lowest validation loss.
+are comparable; the best checkpoint is the one with the lowest validation loss. Your text without a
+--validation-file gives a fixed, seeded slice of its training blocks as validation (data/labelled.py's
+policy: 10%, at most 2,000).
 """
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import data
 import minibert
+from data.labelled import SPLIT_SEED, validation_size
 from training.device import bf16_autocast
 
 
 class MaskedLM:
-    name = "wikitext2"
-    title = "WikiText-2 (masked LM)"
     selection = "loss"  # the validation metric that picks the best checkpoint ...
     higher_is_better = False  # ... and which way is better
     default_max_seq_len = 128  # tokens per block
+    label_names = None  # no classes: a vocabulary
+
+    def __init__(self, corpus=None):
+        """corpus: data.wikitext.WikiText() (default), or data.user_files.TextFiles (your text)."""
+        self.corpus = corpus or data.wikitext.WikiText()
+        self.name, self.title = self.corpus.name, self.corpus.title
+        self.test_splits = tuple(self.corpus.test_files)  # ("test",), or () for your text without a test file
 
     def load_model(self, name_or_path: str, dtype, device):
         return minibert.from_pretrained(name_or_path, dtype=dtype, device=device)
 
-    def load_data(self, tokenizer, data_dir, cache_dir, max_seq_len: int, splits=data.SPLITS) -> None:
+    def load_data(self, tokenizer, data_dir, cache_dir, max_seq_len: int, splits=None) -> None:
         """Read, tokenise and pack the splits into (n, max_seq_len) blocks; fix the evaluation masks."""
+        splits = splits or ("train", "validation", *self.test_splits)
         self.vocab = data.MaskingVocab.from_tokenizer(tokenizer)
         self.blocks, self.fixed_masks = {}, {}
-        for split, content in data.load_wikitext(data_dir, splits).items():
+        for split, content in self.corpus.load(data_dir, splits).items():
             try:
                 array = data.build_blocks(content["lines"], tokenizer, max_seq_len, cache_dir)
             except ValueError as e:
                 raise data.DataError(f"{content['source']}: {e}") from None
             self.blocks[split] = torch.from_numpy(array.astype("int64"))  # (n, T)
+        if self.corpus.held_out and "train" in self.blocks:  # validation: a fixed slice of the training blocks
+            order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(self.blocks["train"])))
+            size = validation_size(len(order))
+            if len(order) <= size:
+                raise data.DataError(
+                    f"{self.corpus.source()}: {len(order)} block(s) of {max_seq_len} tokens, too "
+                    "few to hold one out for validation; give more text or a --validation-file"
+                )
+            train = self.blocks["train"]
+            self.blocks["validation"] = train[order[:size].sort().values]  # (size, T)
+            self.blocks["train"] = train[order[size:].sort().values]  # (n - size, T)
+        self.blocks = {split: blocks for split, blocks in self.blocks.items() if split in splits}
+        for split in self.blocks:
             if split != "train":
                 self.fixed_masks[split] = data.eval_masks(self.blocks[split], self.vocab)
 
     def data_report(self, global_batch: int) -> dict:
-        return {f"{split}_blocks": len(blocks) for split, blocks in self.blocks.items()}
+        report = {"dataset": self.corpus.source()}
+        return report | {f"{split}_blocks": len(blocks) for split, blocks in self.blocks.items()}
 
     def batches_per_epoch(self, global_batch: int) -> int:
         return len(self.blocks["train"]) // global_batch

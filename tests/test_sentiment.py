@@ -17,18 +17,18 @@ SST2, IMDB = data.DATASETS["sst2"], data.DATASETS["imdb"]
 
 def test_split_policy(sentiment):
     texts, labels = sentiment_rows(1400, 0)
-    splits = data.load_sentiment(SST2, str(sentiment["sst2"]))
-    assert len(splits["validation"]["texts"]) == 872 and len(splits["train"]["texts"]) == 1400 - 872
+    splits = data.load_labelled(SST2, str(sentiment["sst2"]))
+    assert len(splits["validation"].texts) == 872 and len(splits["train"].texts) == 1400 - 872
     # validation + train is the training file, each row once; the slice does not depend on anything but the file
-    both = sorted(splits["validation"]["texts"] + splits["train"]["texts"])
+    both = sorted(splits["validation"].texts + splits["train"].texts)
     assert both == sorted(texts)
-    again = data.load_sentiment(SST2, str(sentiment["sst2"]), splits=("validation",))
-    assert again["validation"]["texts"] == splits["validation"]["texts"]
+    again = data.load_labelled(SST2, str(sentiment["sst2"]), splits=("validation",))
+    assert again["validation"].texts == splits["validation"].texts
     # test = the official validation file, labelled; the hidden-label test file is never read
-    assert splits["test"]["source"].endswith("validation-00000-of-00001.parquet")
-    assert set(splits["test"]["labels"].tolist()) == {0, 1}
-    imdb = data.load_sentiment(IMDB, str(sentiment["imdb"]))
-    assert len(imdb["validation"]["texts"]) == 1000 and imdb["test"]["source"].endswith("test-00000-of-00001.parquet")
+    assert splits["test"].source.endswith("validation-00000-of-00001.parquet")
+    assert set(splits["test"].labels.tolist()) == {0, 1}
+    imdb = data.load_labelled(IMDB, str(sentiment["imdb"]))
+    assert len(imdb["validation"].texts) == 1000 and imdb["test"].source.endswith("test-00000-of-00001.parquet")
 
 
 def test_files_directly_in_data_dir(sentiment, tmp_path):
@@ -36,24 +36,24 @@ def test_files_directly_in_data_dir(sentiment, tmp_path):
         (tmp_path / f"{name}-00000-of-00001.parquet").write_bytes(
             (sentiment["sst2"] / "data" / f"{name}-00000-of-00001.parquet").read_bytes()
         )
-    flat, nested = data.load_sentiment(SST2, str(tmp_path)), data.load_sentiment(SST2, str(sentiment["sst2"]))
-    assert flat["validation"]["texts"] == nested["validation"]["texts"]
+    flat, nested = data.load_labelled(SST2, str(tmp_path)), data.load_labelled(SST2, str(sentiment["sst2"]))
+    assert flat["validation"].texts == nested["validation"].texts
 
 
 def test_bad_files(sentiment, tmp_path):
     with pytest.raises(data.DataError, match=r"no sst2 file train-00000-of-00001.parquet; expected one of"):
-        data.load_sentiment(SST2, str(tmp_path))
+        data.load_labelled(SST2, str(tmp_path))
     table = pa.table({"sentence": ["good", "bad", "odd"] * 400, "label": [1, 0, 2] * 400})
     pq.write_table(table, tmp_path / "train-00000-of-00001.parquet")
-    with pytest.raises(data.DataError, match=r"row 2 has label 2, outside the sst2 classes \(0 = negative, 1 = pos"):
-        data.load_sentiment(SST2, str(tmp_path))
+    with pytest.raises(data.DataError, match=r"row 3 has label 2, outside the sst2 classes \(0 = negative, 1 = pos"):
+        data.load_labelled(SST2, str(tmp_path))
     with pytest.raises(data.DataError, match="a file, not a directory"):
-        data.load_sentiment(SST2, str(tmp_path / "train-00000-of-00001.parquet"))
+        data.load_labelled(SST2, str(tmp_path / "train-00000-of-00001.parquet"))
 
 
 def test_download_from_the_hub(sentiment, tmp_path):
     """The dataset repo stanfordnlp/sst2, served under the hub's URL layout on loopback."""
-    code = "import data; s = data.load_sentiment(data.DATASETS['sst2']); print(len(s['test']['texts']))"
+    code = "import data; s = data.load_labelled(data.DATASETS['sst2']); print(len(s['test'].texts))"
     out, log = run_against_hub({"datasets/stanfordnlp/sst2": sentiment["sst2"]}, code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == 300

@@ -66,7 +66,9 @@ def test_every_method_learns(runs, method):
     assert ("head_model.safetensors" in files) == (method == "head")
     assert ("adapter_model.safetensors" in files) == (method != "head")
     card = (out / "README.md").read_text()
-    assert "N/A" not in card and f"{metrics['test_accuracy']:.4f}" in card and "metrics: [accuracy, f1]" in card
+    assert (
+        "N/A" not in card and f"{metrics['test_accuracy']:.4f}" in card and "metrics: [accuracy, f1, macro_f1]" in card
+    )
     if method != "head":
         assert 'model = PeftModel.from_pretrained(base_model, "path/to/this/directory")' in card
         assert "num_labels=2" in card
@@ -128,8 +130,9 @@ def test_predict(runs, tiny_model_dir, corpus, tmp_path, capsys):
 def test_bad_input(tiny_model_dir, sentiment, corpus, tmp_path, capsys):
     base = clf_args(tiny_model_dir, sentiment["sst2"], tmp_path / "out", "--method", "lora")
     with pytest.raises(SystemExit) as unknown:
-        train.main([*base, "--task", "mnli"])
-    assert unknown.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
+        train.main([*base, "--task", "glue"])
+    assert unknown.value.code == 2 and "invalid choice: 'glue'" in capsys.readouterr().err
+    fails_cleanly(capsys, train.main, [*base, "--task", "mnli"], "no mnli file train-00000-of-00001.parquet")
     fails_cleanly(capsys, train.main, [*base, "--task", "imdb"], "no imdb file train-00000-of-00001.parquet")
     fails_cleanly(capsys, train.main, [*base, "--data-dir", str(corpus["text"])], "no sst2 file")
     fails_cleanly(capsys, train.main, [*base, "--task", "wikitext2", "--method", "head"],
@@ -141,7 +144,7 @@ def test_bad_input(tiny_model_dir, sentiment, corpus, tmp_path, capsys):
 
     pq.write_table(pa.table({"sentence": ["fine"] * 1000, "label": [0, 1, 2, 1] * 250}),
                    bad / "train-00000-of-00001.parquet")  # fmt: skip
-    fails_cleanly(capsys, train.main, [*base, "--data-dir", str(bad)], "row 2 has label 2, outside the sst2 classes")
+    fails_cleanly(capsys, train.main, [*base, "--data-dir", str(bad)], "row 3 has label 2, outside the sst2 classes")
     assert not any((tmp_path / "out").iterdir())  # nothing written for a run that could not start
 
 
@@ -149,7 +152,7 @@ def test_imdb_layout_trains(tiny_model_dir, sentiment, tmp_path):
     out = tmp_path / "imdb"
     args = clf_args(tiny_model_dir, sentiment["imdb"], out, "--method", "lora", "--max-steps", "4", task="imdb")
     assert train.main(args) == 0
-    assert json.loads((out / "metrics.json").read_text())["test_split"].endswith(
+    assert json.loads((out / "metrics.json").read_text())["test_source"].endswith(
         "plain_text/test-00000-of-00001.parquet"
     )
 

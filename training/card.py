@@ -11,9 +11,24 @@ METHOD_LINES = {
 }
 
 
+METRIC_TITLES = {
+    "accuracy": "accuracy",
+    "f1": "F1 (positive class)",
+    "macro_f1": "macro F1",
+    "matthews_correlation": "Matthews correlation",
+    "pearson": "Pearson correlation",
+    "spearman": "Spearman correlation",
+    "mse": "mean squared error",
+    "perplexity": "perplexity (masked tokens)",
+    "top5_accuracy": "top-5 accuracy",
+}
+
+FORMAT = {"perplexity": ".3f"}  # digits shown; the rest .4f
+
+
 def model_card(m: dict) -> str:
     h = m["hyperparameters"]
-    classification = m["task"] != "wikitext2"
+    kind = m.get("task_kind", "mlm" if m["task"] == "wikitext2" else "classification")
     extra = ""
     if m["method"] == "sparse_lora":
         ranks = [g["rank"] for g in m["sparse_lora_gates"]]
@@ -21,32 +36,28 @@ def model_card(m: dict) -> str:
         extra = f"- **Sparsity:** {100 * zero:.1f}% of gates exactly zero (λ = {h['sparse_lambda']}); ranks {ranks}\n"
     if m["method"] == "qlora":
         extra = f"- **Quantisation:** NF4, block size {h['blocksize']}, double quant. {not h['no_double_quant']}\n"
-    if classification:
+    if kind != "mlm":
         extra += f"- **Trained in full:** {', '.join(f'`{n}`' for n in m['modules_to_save'])} (the task head)\n"
     memory = (
         "peak GPU memory allocated" if m["peak_memory_kind"] == "cuda_max_allocated" else "peak RSS of the CPU process"
     )
     targets = ", ".join(f"`{t}`" for t in m["target_modules"]) if isinstance(m["target_modules"], list) else "regex"
-    unit = "examples" if classification else f"blocks of {h['max_seq_len']} tokens"
+    unit = f"blocks of {h['max_seq_len']} tokens" if kind == "mlm" else "examples"
     steps = f"{m['steps']} steps of {h['batch_size']} × {m['world_size']} {unit}"
     schedule = f"{h['warmup_steps']} warm-up steps, then linear decay"
     adapter = "" if m["method"] == "head" else f"- **Rank (r):** {h['r']}\n- **Alpha:** {h['alpha']}\n" \
         f"- **Target modules:** {targets}\n- **Dropout:** {h['dropout']}\n"  # fmt: skip
-    if classification:
-        tags, dataset, metric_names = f"{m['method']}, text-classification, {m['task']}", m["dataset"], "accuracy, f1"
-        title = f"{m['task'].upper()} (sentiment classification)"
-    else:
-        tags, dataset, metric_names = f"{m['method']}, masked-lm, wikitext-2", "wikitext", "perplexity, accuracy"
-        title = "WikiText-2 (masked LM)"
+    pipeline = {"mlm": "fill-mask", "classification": "text-classification", "regression": "text-classification"}
+    names = m.get("metric_names") or ["accuracy", "f1"]
     return f"""---
 base_model: {m["base_model"]}
 library_name: peft
-tags: [{tags}]
-datasets: [{dataset}]
-metrics: [{metric_names}]
+tags: [{m["method"]}, {pipeline[kind]}, {m["task"]}]
+datasets: [{m.get("dataset", m["task"])}]
+metrics: [{", ".join(names)}]
 ---
 
-# {m["method"]} — {m["base_model"]} fine-tuned on {title}
+# {m["method"]} — {m["base_model"]} fine-tuned on {m.get("task_title", m["task"])}
 
 {METHOD_LINES[m["method"]]}. Trained with minibert-peft (a from-scratch PyTorch implementation).
 
@@ -63,26 +74,43 @@ metrics: [{metric_names}]
 | Trainable parameters | {m["trainable_params"]:,} ({m["trainable_percent"]:.3f}%) |
 | Saved adapter | {m["exported_params"]:,} parameters, {m["exported_file_bytes"] / 1e3:,.1f} kB |
 | Model size in memory | {m["model_size_mb"]:.1f} MB |
-{classification_rows(m) if classification else mlm_rows(m)}| Training time | {m["train_time_s"]:.1f} s |
+{result_rows(m, kind, names)}| Training time | {m["train_time_s"]:.1f} s |
 | Training throughput | {m["train_samples_per_s"]:.1f} samples/s, {m["train_tokens_per_s"]:,.0f} tokens/s |
 | Memory | {m["peak_memory_mb"]:.0f} MB ({memory}) |
 | Device | {m["device"]} × {m["world_size"]} |
 
-{classification_notes(m) if classification else mlm_notes()}
+{notes(m, kind)}
 ## Usage
-{classification_usage(m) if classification else mlm_usage(m)}"""
+{mlm_usage(m) if kind == "mlm" else classification_usage(m, kind)}"""
 
 
-def mlm_rows(m: dict) -> str:
-    return f"""| Test perplexity (masked tokens) | {m["test_perplexity"]:.3f} |
-| Test masked-token accuracy | {m["test_accuracy"]:.4f} |
-| Validation perplexity (best, step {m["best_step"]}) | {m["validation_perplexity"]:.3f} |
+def result_rows(m: dict, kind: str, names: list[str]) -> str:
+    """Test metrics per test split (MNLI: matched and mismatched), then the validation metric that chose the step."""
+    rows = ""
+    for split in m.get("test_splits", ["test"]):
+        where = "Test" if split == "test" else f"Test ({split.removeprefix('test_')})"
+        for name in names:
+            if f"{split}_{name}" in m:
+                rows += (
+                    f"| {where} {METRIC_TITLES.get(name, name)} | {m[f'{split}_{name}']:{FORMAT.get(name, '.4f')}} |\n"
+                )
+        rows += f"| {where} loss | {m[f'{split}_loss']:.4f} |\n"
+    if not m.get("test_splits", ["test"]):
+        rows += "| Test | no test file was given: no test metrics |\n"
+    chosen = "perplexity" if kind == "mlm" else names[0]
+    rows += f"| Validation {METRIC_TITLES.get(chosen, chosen)} (best, step {m['best_step']}) | " \
+            f"{m[f'validation_{chosen}']:{FORMAT.get(chosen, '.4f')}} |\n"  # fmt: skip
+    return rows
+
+
+def notes(m: dict, kind: str) -> str:
+    if kind == "mlm":
+        return """Perplexity is exp of the mean cross-entropy over the masked tokens, with the same fixed masks for
+every method (15% of the tokens; 80% [MASK], 10% random, 10% unchanged).
 """
-
-
-def mlm_notes() -> str:
-    return """Perplexity is exp of the mean cross-entropy over the masked tokens of the test split, with the same
-fixed masks for every method (15% of the tokens; 80% [MASK], 10% random, 10% unchanged).
+    tests = ", ".join(f"{m[f'{split}_source']} ({m[f'{split}_examples']:,} examples)" for split in m["test_splits"])
+    labels = f"Labels: {', '.join(m['label_names'])}." if kind == "classification" else "One score per example."
+    return f"""Test split: {tests or "none (no test file)"}; validation: {m["validation_examples"]:,} examples. {labels}
 """
 
 
@@ -95,28 +123,17 @@ With this project: `methods.load_adapter(minibert.from_pretrained("{m["base_mode
 """
 
 
-def classification_rows(m: dict) -> str:
-    return f"""| Test accuracy | {m["test_accuracy"]:.4f} |
-| Test F1 (positive class) | {m["test_f1"]:.4f} |
-| Test macro F1 | {m["test_macro_f1"]:.4f} |
-| Test loss | {m["test_loss"]:.4f} |
-| Validation accuracy (best, step {m["best_step"]}) | {m["validation_accuracy"]:.4f} |
-"""
-
-
-def classification_notes(m: dict) -> str:
-    return f"""Test split: {m["test_split"]} ({m["test_examples"]:,} examples); validation: a fixed slice of
-{m["validation_examples"]:,} training examples held out of training. Labels: {", ".join(m["label_names"])}.
-"""
-
-
-def classification_usage(m: dict) -> str:
-    n = len(m["label_names"])
+def classification_usage(m: dict, kind: str) -> str:
+    n = len(m["label_names"]) if kind == "classification" else 1
+    theirs = f"num_labels={n}" + (', problem_type="regression"' if kind == "regression" else "")
+    pairs = m.get("text_pairs")
+    example = "A man is sleeping. [SEP] A person rests." if pairs else "This is a great movie!"
+    encoded = '"A man is sleeping.", "A person rests."' if pairs else '"This is a great movie!"'
     if m["method"] == "head":
         return f"""The head alone is in `head_model.safetensors`, under transformers' names. With transformers
 (`AutoModelForSequenceClassification`, `safetensors.torch.load_file`):
 ```python
-model = AutoModelForSequenceClassification.from_pretrained("{m["base_model"]}", num_labels={n})
+model = AutoModelForSequenceClassification.from_pretrained("{m["base_model"]}", {theirs})
 for name, tensor in load_file("path/to/this/directory/head_model.safetensors").items():  # the head only
     model.get_parameter(name).data.copy_(tensor)  # raises for a name the model does not have
 ```
@@ -124,19 +141,19 @@ With this project:
 ```python
 model = methods.load_adapter(minibert.from_pretrained("{m["base_model"]}", num_labels={n}), "path/to/this/directory")
 ```
-or `python predict.py path/to/this/directory "This is a great movie!"`.
+or `python predict.py path/to/this/directory "{example}"`.
 """
     return f"""With transformers and PEFT (`AutoModelForSequenceClassification`, `AutoTokenizer`, `peft.PeftModel`):
 ```python
-base_model = AutoModelForSequenceClassification.from_pretrained("{m["base_model"]}", num_labels={n})
+base_model = AutoModelForSequenceClassification.from_pretrained("{m["base_model"]}", {theirs})
 model = PeftModel.from_pretrained(base_model, "path/to/this/directory")
 tokenizer = AutoTokenizer.from_pretrained("{m["base_model"]}")
-outputs = model(**tokenizer("This is a great movie!", return_tensors="pt"))
+outputs = model(**tokenizer({encoded}, return_tensors="pt"))
 ```
 With this project:
 ```python
 model = methods.load_adapter(minibert.from_pretrained("{m["base_model"]}", num_labels={n}), "path/to/this/directory")
 ```
 (for QLoRA, quantise the base first with `methods.qlora.quantize_linears`), or
-`python predict.py path/to/this/directory "This is a great movie!"`.
+`python predict.py path/to/this/directory "{example}"`.
 """
