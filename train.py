@@ -297,6 +297,8 @@ def run(args) -> int:
         raise UsageError("--method head trains a classification head: use it with a classification or regression task")
     out_dir = prepare_output_dir(args, task, is_main)
     model = load_model_and_data(args, task, device)
+    for line in task.notices():
+        say(line)
 
     # -- optimisation: AdamW over the adapters; SoRA's gates without weight decay (they have their own L1), faster --
     params = [p for p in model.parameters() if p.requires_grad]

@@ -13,14 +13,13 @@ Split policy, the same for every run whatever its --seed:
   train       the rest of the training split.
 
 An example with an empty text (either text of a pair) is skipped, counted per split (`<split>_skipped_empty`
-in metrics.json) and reported in one line; every other row becomes exactly one example.
+in metrics.json) and reported in one line by train.py; every other row becomes exactly one example.
 
 Named datasets come from --data-dir DIR (the hub's parquet files, directly in DIR or under the repo's
 sub-folder, e.g. DIR/rte/train-00000-of-00001.parquet), else from the dataset repo on the Hugging Face
 Hub, downloaded into the HF cache (data/files.py).
 """
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +60,7 @@ class Split:
     labels: np.ndarray  # (n,) int64 class ids, or float32 scores for regression
     source: str  # the file it was read from
     skipped_empty: int = 0  # rows left out because a text was empty
+    first_skipped: str = ""  # where the first of them is ("line 7"), for the one line that reports them
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -81,7 +81,7 @@ def hold_out(train: Split, size: int) -> dict[str, Split]:
                         "give a --validation-file, or more training examples")  # fmt: skip
     order = np.random.default_rng(SPLIT_SEED).permutation(len(train))  # fixed: the same slice every run
     validation, rest = train.subset(np.sort(order[:size])), train.subset(np.sort(order[size:]))
-    rest.skipped_empty = train.skipped_empty
+    rest.skipped_empty, rest.first_skipped = train.skipped_empty, train.first_skipped
     return {"validation": validation, "train": rest}
 
 
@@ -103,9 +103,7 @@ def make_split(table: Table, texts: list[str], pairs: list[str] | None, labels: 
     split = Split(texts, pairs, labels, str(table.path)).subset(np.flatnonzero(has_text))
     split.skipped_empty = has_text.count(False)
     if split.skipped_empty:
-        first = has_text.index(False)
-        warnings.warn(f"{table.path}: skipped {split.skipped_empty} row(s) with an empty text, the first at "
-                      f"{table.where(first)}", stacklevel=2)  # fmt: skip
+        split.first_skipped = table.where(has_text.index(False))
     if not len(split):
         raise DataError(f"{table.path}: no example with a text")
     return split

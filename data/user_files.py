@@ -158,6 +158,8 @@ class FileDataset:
         self.test_files = {"test": files.test} if files.test else {}
         self.max_seq_len = 128
         self._train = train  # the training file, if already read
+        if train is not None:  # a missing column is said now, before the model is loaded
+            text_columns(train, files)
 
     def load(self, data_dir, splits) -> dict[str, Split]:
         return load_labelled_files(self.files, self.label_names, splits, self._train)

@@ -57,6 +57,11 @@ class Classification:
             for name, s in self.splits.items()
         }
 
+    def notices(self) -> list[str]:
+        """One line per split that skipped rows with an empty text (data/labelled.py)."""
+        return [f"{s.source}: skipped {s.skipped_empty} row(s) with an empty text, the first at {s.first_skipped}"
+                for s in self.splits.values() if s.skipped_empty]  # fmt: skip
+
     def data_report(self, global_batch: int) -> dict:
         report = {"dataset": self.dataset.source(), "label_names": list(self.label_names or ())}
         report["text_pairs"] = any(split.pairs is not None for split in self.splits.values())

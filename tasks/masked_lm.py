@@ -67,6 +67,9 @@ class MaskedLM:
             if split != "train":
                 self.fixed_masks[split] = data.eval_masks(self.blocks[split], self.vocab)
 
+    def notices(self) -> list[str]:
+        return []  # empty lines are simply not text
+
     def data_report(self, global_batch: int) -> dict:
         report = {"dataset": self.corpus.source()}
         return report | {f"{split}_blocks": len(blocks) for split, blocks in self.blocks.items()}

@@ -200,3 +200,59 @@ def sentiment(tmp_path_factory):
             pq.write_table(table, root / name / folder / f"{split}-00000-of-00001.parquet")
         dirs[name] = root / name
     return dirs
+
+
+# ---- sentence pairs, in the hub's GLUE layout (nyu-mll/glue) and as a user's files ----
+
+
+def pair_rows(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(a, b, relation): a says "happy" or "sad"; b says the same word ("same"), the other ("opposite") or
+    "river" ("other"), each among 2 to 12 random neutral words."""
+    g = torch.Generator().manual_seed(seed)
+    neutral = [w for w in CORPUS_WORDS if w not in ("happy", "sad", "river")]
+
+    def sentence(word):
+        length = int(torch.randint(2, 13, (1,), generator=g))
+        words = [neutral[int(j)] for j in torch.randint(len(neutral), (length,), generator=g)]
+        words.insert(int(torch.randint(length + 1, (1,), generator=g)), word)
+        return " ".join(words) + " ."
+
+    rows = []
+    for _ in range(n):
+        first = ("happy", "sad")[int(torch.randint(2, (1,), generator=g))]
+        relation = ("same", "opposite", "other")[int(torch.randint(3, (1,), generator=g))]
+        second = {"same": first, "opposite": "sad" if first == "happy" else "happy", "other": "river"}[relation]
+        rows.append((sentence(first), sentence(second), relation))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory):
+    """cola, rte, stsb and mnli in nyu-mll/glue's layout (<task>/<split>-00000-of-00001.parquet), test labels
+    hidden (-1) as GLUE's are."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("glue")
+
+    def save(task, split, columns):
+        (root / task).mkdir(exist_ok=True)
+        pq.write_table(pa.table(columns), root / task / f"{split}-00000-of-00001.parquet")
+
+    for split, n, seed in (("train", 600, 0), ("validation", 120, 1), ("test", 50, 2)):
+        texts, labels = sentiment_rows(n, seed)
+        hidden = split == "test"
+        save("cola", split, {"sentence": texts, "label": [-1 if hidden else y for y in labels], "idx": list(range(n))})
+        rows = pair_rows(n, seed)
+        a, b = [r[0] for r in rows], [r[1] for r in rows]
+        rte = [-1 if hidden else int(r[2] != "same") for r in rows]  # 0 entailment, 1 not_entailment
+        save("rte", split, {"sentence1": a, "sentence2": b, "label": rte})
+        # a score that adds up what each sentence says (learnable from [CLS] in a few steps): 0.5 to 4.9
+        score = [-1.0 if hidden else 0.5 + 2.0 * ("happy" in r[0]) + 1.5 * ("happy" in r[1]) + 0.1 * (i % 5)
+                 for i, r in enumerate(rows)]  # fmt: skip
+        save("stsb", split, {"sentence1": a, "sentence2": b, "label": score})
+        mnli = [-1 if hidden else {"same": 0, "other": 1, "opposite": 2}[r[2]] for r in rows]
+        names = {"validation": ["validation_matched", "validation_mismatched"], "test": ["test_matched"]}
+        for name in names.get(split, [split]):
+            save("mnli", name, {"premise": a, "hypothesis": b, "label": mnli})
+    return root
