@@ -239,6 +239,7 @@ def build_task(args, say):
                          "regression or mlm (or left out, to be inferred)")  # fmt: skip
     if args.data_dir is not None:
         raise UsageError("--data-dir is for the named tasks; with --train-file, pass each file by its path")
+
     def absolute(path):  # evaluate.py and predict.py may run from another directory
         return str(Path(path).expanduser().resolve()) if path else None
 

@@ -206,3 +206,30 @@ def test_f1_by_hand():
 
 def test_tiny_configs_are_what_the_fixtures_use():
     assert TINY_BERT["hidden_size"] == TINY_DISTILBERT["dim"] == 32  # the shapes in the messages above
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", ["lora", "hira", "sparse_lora", "qlora"])
+@pytest.mark.parametrize("num_labels", [3, 1])  # three classes; one output: regression
+def test_peft_loads_k_class_and_regression_adapters(legacy_bert_dir, distilbert_dir, arch, method, num_labels,
+                                                    tmp_path):  # fmt: skip
+    """PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=K), run):
+    the head's new layers come from the adapter file, so the logits equal ours."""
+    directory = legacy_bert_dir[0] if arch == "bert" else distilbert_dir[0]
+    with pytest.warns(UserWarning, match="initialised with N"):
+        ours = minibert.from_pretrained(directory, num_labels=num_labels)
+    methods.apply(ours, method, r=4, **({"sparse_lambda": 1.0} if method == "sparse_lora" else {}))
+    randomise_adapters_(ours, seed=6).eval()
+    methods.save_adapter(ours, tmp_path)
+    extra = {"problem_type": "regression"} if num_labels == 1 else {}
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(directory, num_labels=num_labels, **extra)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        theirs = peft.PeftModel.from_pretrained(base.eval(), str(tmp_path)).eval()
+    assert [str(w.message) for w in caught if "key" in str(w.message).lower()] == []
+    with pytest.warns(UserWarning, match="initialised with N"):
+        reloaded = methods.load_adapter(minibert.from_pretrained(directory, num_labels=num_labels), tmp_path)
+    a, b = class_logits(reloaded, arch), class_logits(theirs, arch)
+    assert a.shape == (3, num_labels) and max_diff(a, b) <= TOL
+    if method != "qlora":
+        assert max_diff(a, class_logits(ours, arch)) <= TOL

@@ -27,7 +27,8 @@ def glue_args(model_dir, glue_dir, out_dir, task, *extra):
     return ["--task", task, "--method", "lora", "--model", str(model_dir), "--data-dir", str(glue_dir),
             "--output-dir", str(out_dir), "--batch-size", "16", "--lr", "5e-3", "--warmup-steps", "5",
             "--max-steps", "40", "--eval-every", "10", "--max-seq-len", "32", "--log-every", "5",
-            "--target-modules", "query,key,value,dense", "--cache-dir", str(out_dir.parent / "cache"), *extra]  # fmt: skip
+            "--target-modules", "query,key,value,dense",
+            "--cache-dir", str(out_dir.parent / "cache"), *extra]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_official_metrics_in_metrics_json(tiny_model_dir, tiny_rich_model_dir, g
 
 
 def test_download_from_the_hub(glue_dir, tmp_path):
-    """nyu-mll/glue's rte files, served under the hub's URL layout on loopback; GLUE's hidden test file is never fetched."""
+    """nyu-mll/glue's rte files, served under the hub's URL layout on loopback; the hidden test file is never fetched."""
     code = "import data; s = data.load_labelled(data.DATASETS['rte']); print(len(s['test']), len(s['train']))"
     out, log = run_against_hub({"datasets/nyu-mll/glue": glue_dir}, code, tmp_path)
     assert out.returncode == 0, out.stderr

@@ -32,8 +32,10 @@ def test_classification_metrics_equal_scikit_learn(num_classes, seed):
 def test_matthews_degenerate_is_zero():
     labels = torch.tensor([0, 1, 1, 0])
     always_one = torch.ones(4, dtype=torch.long)
-    assert metrics.matthews_correlation(always_one, labels, 2) == 0.0 == sklearn.metrics.matthews_corrcoef(
-        labels.numpy(), always_one.numpy()
+    assert (
+        metrics.matthews_correlation(always_one, labels, 2)
+        == 0.0
+        == sklearn.metrics.matthews_corrcoef(labels.numpy(), always_one.numpy())
     )
     assert metrics.matthews_correlation(labels, labels, 2) == 1.0
 

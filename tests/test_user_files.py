@@ -34,8 +34,8 @@ def write(path, rows, columns=None):
     elif suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     elif suffix == ".tsv":
-        path.write_text("\n".join("\t".join(str(r[c]) for c in [*columns]) for r in [dict(zip(columns, columns))] +
-                                  rows) + "\n", encoding="utf-8")  # fmt: skip
+        lines = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
         import csv
         import io
