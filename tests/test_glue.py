@@ -68,7 +68,7 @@ def test_official_metrics_in_metrics_json(tiny_model_dir, tiny_rich_model_dir, g
 
 
 def test_download_from_the_hub(glue_dir, tmp_path):
-    """nyu-mll/glue's rte files, served under the hub's URL layout on loopback; the hidden test file is never fetched."""
+    """nyu-mll/glue's rte files, served as the hub serves them, on loopback; the hidden test file is never fetched."""
     code = "import data; s = data.load_labelled(data.DATASETS['rte']); print(len(s['test']), len(s['train']))"
     out, log = run_against_hub({"datasets/nyu-mll/glue": glue_dir}, code, tmp_path)
     assert out.returncode == 0, out.stderr
