@@ -2,11 +2,13 @@
 test, MNLI's two), the official metrics under their names in metrics.json, the first one picking the best
 checkpoint, and the download path against a loopback hub."""
 
+import csv
 import json
 
 import pytest
 
 import data
+import evaluate
 import train
 from tests.test_loading import run_against_hub
 
@@ -61,6 +63,12 @@ def test_official_metrics_in_metrics_json(tiny_model_dir, tiny_rich_model_dir, g
     if task == "mnli":  # three classes, learnt: the pair's relation is in the two texts together
         assert metrics["label_names"] == ["entailment", "neutral", "contradiction"] and metrics["text_pairs"]
         assert metrics["test_accuracy"] > 0.5 and metrics["test_mismatched_examples"] == 120
+        argv = [str(out), "--data-dir", str(glue_dir), "--output-dir", str(tmp_path / "results"),
+                "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+        assert evaluate.main(argv) == 0
+        row = next(csv.DictReader((tmp_path / "results" / "comparison-mnli.csv").open()))
+        assert float(row["test_mismatched_accuracy"]) == pytest.approx(metrics["test_mismatched_accuracy"])
+        assert float(row["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
     if task == "stsb":
         assert metrics["task_kind"] == "regression" and metrics["test_pearson"] > 0.7
     card = (out / "README.md").read_text()

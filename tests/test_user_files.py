@@ -158,6 +158,14 @@ def test_split_policy_for_files(tmp_path):
     assert len(loaded["train"]) == 50 and len(loaded["validation"]) == 7
 
 
+def test_masked_lm_on_a_table_column(tmp_path):
+    rows = [{"id": i, "body": f"the cat sat on the mat {i}"} for i in range(20)]
+    files = data.DataFiles(str(write(tmp_path / "notes.parquet", rows)), text_column="body")
+    task = tasks.from_files(files, "mlm")
+    loaded = task.corpus.load(None, ("train",))
+    assert loaded["train"]["lines"] == [r["body"] for r in rows] and task.test_splits == ()
+
+
 def test_empty_texts_are_skipped_and_counted(tmp_path):
     rows = [{"text": t, "label": i % 2} for i, t in enumerate(["a b", "", "c", "   ", "d", "e"] * 5)]
     task = tasks.from_files(data.DataFiles(str(write(tmp_path / "train.jsonl", rows))))
