@@ -47,8 +47,8 @@ class Table:
         """The values of column `name`; a missing one is an error listing the columns found (and the closest)."""
         if name not in self.columns:
             close = difflib.get_close_matches(name, list(self.columns), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"{self.path}: no column {name!r} (columns found: {', '.join(self.columns)}){hint} "
+            hint = f" (the closest: {close[0]!r})" if close else ""
+            raise DataError(f"{self.path}: no column {name!r}; the columns are {', '.join(self.columns)}{hint}. "
                             f"Name the right one with {flag}")  # fmt: skip
         return self.columns[name]
 

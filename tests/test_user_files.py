@@ -214,7 +214,10 @@ def test_bad_labels_and_bytes(tmp_path):
     with pytest.raises(DataError, match=r"line 3 has label 'high' in column 'score', not a number"):
         tasks.from_files(data.DataFiles(str(scores)), "regression").dataset.load(None, ("train",))
     missing = data.DataFiles(str(train), label_column="lable")
-    with pytest.raises(DataError, match=r"no column 'lable' \(columns found: text, label\); did you mean 'label'\?"):
+    message = (
+        r"no column 'lable'; the columns are text, label \(the closest: 'label'\)\. Name the right one with --label"
+    )
+    with pytest.raises(DataError, match=message):
         tasks.from_files(missing)
     with pytest.raises(DataError, match=r"a .txt file has one text per line and no labels"):
         (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")
