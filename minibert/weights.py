@@ -153,6 +153,7 @@ SKIPPED_BY_TASK = {
 }
 
 BASE_PREFIX = {"bert": "bert.", "distilbert": "distilbert."}  # dropped by bare-encoder checkpoints
+NEW_LAYER_SEED = 0  # the seed of head layers a checkpoint lacks (see _initialise_missing_head)
 HEAD = "head."  # our head's parameter names start with this
 HEAD_KEYS = ("cls.", "vocab_", "pre_classifier.", "classifier.")  # checkpoint keys outside the base model
 
@@ -164,13 +165,15 @@ def from_pretrained(
 
     name_or_path: a directory laid out like a hub snapshot, or a hub repo id (downloaded into the HF cache).
     dtype: parameter dtype; None keeps float32. device: where the parameters live; None is the CPU.
-    num_labels: None gives the masked-LM model (`Bert`); K >= 2 a sequence classifier with K classes, 1 a
-    regression head with one score (`BertClassifier`), whose head comes from the checkpoint if it is a
-    classifier, else is new.
+    num_labels: K >= 2 a sequence classifier with K classes, 1 a regression head with one score
+    (`BertClassifier`), whose head comes from the checkpoint if it is a classifier, else is new; None gives
+    what the checkpoint is: a sequence classifier (its config.json's id2label) or the masked-LM model (`Bert`).
     """
     files = model_files(name_or_path)
     config = BertConfig.from_json_file(files.config)
     config.name_or_path = str(name_or_path)
+    if num_labels is None and config.num_labels:  # a saved classifier (or regression) loads as one
+        num_labels = config.num_labels
     if num_labels is not None:
         if num_labels < 1:
             raise LoadError(f"num_labels must be at least 1 (1: regression), got {num_labels}")
@@ -255,7 +258,11 @@ def load_weights(model: Bert | BertClassifier, files: list[Path]) -> None:
 def _initialise_missing_head(model: Bert | BertClassifier, missing: list[str], path: Path) -> None:
     """Initialise, as transformers does, a head the checkpoint lacks (with a one-line warning): the whole
     MLM head of a bare encoder, or a layer of the classification head (bert-base-uncased has the pooler
-    but no classifier). Anything else missing, or a layer only partly present, is an error."""
+    but no classifier). Anything else missing, or a layer only partly present, is an error.
+
+    The draw is seeded with a constant, so every load of a checkpoint builds the same new layers: one that
+    is never trained and so is in no adapter file (BERT's pooler, frozen, when a checkpoint lacks it) is the
+    same when a run trains, when evaluate.py and predict.py rebuild it, and when merge.py folds it."""
     if not missing:
         return
     if not all(name.startswith(HEAD) for name in missing):
@@ -271,7 +278,10 @@ def _initialise_missing_head(model: Bert | BertClassifier, missing: list[str], p
         if absent and len(absent) < len(names):
             raise LoadError(f"{path}: {prefix} is only partly in the checkpoint: {absent} missing")
         if absent:
-            module.apply(model._init_weights)
+            cuda = [p.device.index or 0 for p in module.parameters() if p.is_cuda][:1]
+            with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
+                torch.manual_seed(NEW_LAYER_SEED)
+                module.apply(model._init_weights)
             new.append(prefix)
     if model.task == "mlm":
         what = "masked-LM head (an encoder-only checkpoint), so MLM predictions are random until it is trained"
