@@ -158,10 +158,12 @@ class FileDataset:
         self.test_files = {"test": files.test} if files.test else {}
         self.max_seq_len = 128
         self._train = train  # the training file, if already read
-        if train is not None:  # a missing column is said now, before the model is loaded
-            text_columns(train, files)
+        self.text_column, self.pair_column = text_columns(train, files) if train is not None else (None, None)
 
     def load(self, data_dir, splits) -> dict[str, Split]:
+        if self._train is None and ("train" in splits or "validation" in splits):
+            self._train = read_train(self.files)
+            self.text_column, self.pair_column = text_columns(self._train, self.files)
         return load_labelled_files(self.files, self.label_names, splits, self._train)
 
     def source(self) -> str:

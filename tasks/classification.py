@@ -65,6 +65,7 @@ class Classification:
     def data_report(self, global_batch: int) -> dict:
         report = {"dataset": self.dataset.source(), "label_names": list(self.label_names or ())}
         report["text_pairs"] = any(split.pairs is not None for split in self.splits.values())
+        report["text_column"], report["text_pair_column"] = self.dataset.text_column, self.dataset.pair_column
         report |= {f"{split}_source": self.splits[split].source for split in self.test_splits if split in self.splits}
         for split, examples in self.examples.items():
             report[f"{split}_examples"] = len(examples)

@@ -116,15 +116,13 @@ def test_predict(runs, tiny_model_dir, corpus, tmp_path, capsys):
             "--output-dir", str(mlm), "--max-steps", "5", "--eval-every", "0", "--max-seq-len", "32"]  # fmt: skip
     assert train.main(argv) == 0
     capsys.readouterr()
-    fails_cleanly(capsys, predict.main, [str(mlm), "no mask here"], "'no mask here' has none")
+    fails_cleanly(capsys, predict.main, [str(mlm), "no mask here"], "TEXT 1: a masked-LM run fills [MASK] tokens")
     assert predict.main([str(mlm), "the cat sat on the [MASK] ."]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "the cat sat on the [MASK] ." and re.match(
         r"  \[MASK\] 1: (\S+ 0\.\d{3}, ){4}\S+ 0\.\d{3}$", out[1]
     )
-    with pytest.raises(SystemExit) as no_text:
-        predict.main([str(runs / "lora")])
-    assert no_text.value.code == 2 and "the following arguments are required: TEXT" in capsys.readouterr().err
+    fails_cleanly(capsys, predict.main, [str(runs / "lora")], "give TEXTs to predict, or --file PATH")
 
 
 def test_bad_input(tiny_model_dir, sentiment, corpus, tmp_path, capsys):

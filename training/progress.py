@@ -1,4 +1,4 @@
-"""Progress of the training loop, fit for a terminal and for a log file.
+"""Progress of the training loop (and of predict.py over a long file), fit for a terminal and for a log file.
 
 On a terminal, a tqdm bar redrawn in place. When stderr is not a terminal (nohup, a batch scheduler, CI,
 `2> log`), a redrawn bar writes a carriage-return frame per step into the file; there, instead, one plain
@@ -12,10 +12,14 @@ import time
 
 from tqdm import tqdm
 
+FORMATS = {"loss": ("loss", ".4f"), "lr": ("lr", ".2e"), "tokens_per_s": ("tokens/s", ",.0f"),
+           "rows_per_s": ("rows/s", ",.0f")}  # fmt: skip  # figure -> (its name on the line, its format)
+
 
 class Progress:
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True, every_s: float = 30.0, stream=None):
-        self.stream = stream or sys.stderr
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True, every_s: float = 30.0, stream=None,
+                 unit: str = "step"):  # fmt: skip
+        self.stream, self.unit = stream or sys.stderr, unit
         self.total, self.step, self.enabled, self.every_s = total, initial, enabled, every_s
         self.interactive = self.stream.isatty()
         self.bar = None
@@ -24,11 +28,12 @@ class Progress:
         self.start, self.start_step = time.monotonic(), initial
         self.last_line = self.start
 
-    def update(self, loss: float, lr: float, tokens_per_s: float) -> None:
-        """One optimizer step done."""
+    def update(self, **shown: float) -> None:
+        """One step done; `shown`: the figures to show, e.g. loss=0.43, lr=2.4e-4, tokens_per_s=3120."""
         self.step += 1
+        figures = [(FORMATS[key][0], format(value, FORMATS[key][1])) for key, value in shown.items()]
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            self.bar.set_postfix({name: value for name, value in figures})
             self.bar.update(1)
             return
         now = time.monotonic()
@@ -36,10 +41,9 @@ class Progress:
             self.last_line = now
             per_step = (now - self.start) / max(1, self.step - self.start_step)
             eta = int(per_step * (self.total - self.step))
-            self.write(
-                f"step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%)  loss {loss:.4f}  "
-                f"lr {lr:.2e}  tokens/s {tokens_per_s:,.0f}  ETA {eta // 60}m{eta % 60:02d}s"
-            )
+            shown_text = "".join(f"  {name} {value}" for name, value in figures)
+            self.write(f"{self.unit} {self.step}/{self.total} ({100 * self.step / self.total:.0f}%){shown_text}  "
+                       f"ETA {eta // 60}m{eta % 60:02d}s")  # fmt: skip
 
     def write(self, message: str) -> None:
         """A line of its own, above the bar on a terminal."""
