@@ -6,13 +6,14 @@
     methods.save_adapter(model, out_dir)              # adapter_config.json + adapter_model.safetensors (PEFT format)
     model = methods.load_adapter(base_model, out_dir) # method and hyper-parameters come from the config
     methods.merge(model); methods.unmerge(model)      # fold the adapters into W0, and back exactly
+    methods.merge_and_unload(model)                   # fold them in for good: the plain base architecture
 
 Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py,
 inject.py (choosing and replacing target modules), peft_format.py (adapter files).
 """
 
 from methods.base import AdapterError
-from methods.inject import METHODS, AdapterConfig, apply, count_parameters, merge, unmerge
+from methods.inject import METHODS, AdapterConfig, apply, count_parameters, merge, merge_and_unload, unmerge
 from methods.peft_format import load_adapter, save_adapter
 from methods.sora import gate_report, proximal_step, zero_gate_share
 
@@ -25,6 +26,7 @@ __all__ = [
     "gate_report",
     "load_adapter",
     "merge",
+    "merge_and_unload",
     "proximal_step",
     "save_adapter",
     "unmerge",

@@ -151,6 +151,16 @@ def merge(model: nn.Module) -> nn.Module:
     return model
 
 
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and put the plain nn.Linear back in its place (PEFT's
+    merge_and_unload): what is left is the base architecture, with W0 + ΔW, and no way back."""
+    for name, layer in adapter_layers(model).items():
+        layer.merge()
+        layer.weight_before_merge = None  # W0 is not needed again
+        replace_module(model, name, layer.base)
+    return model
+
+
 def unmerge(model: nn.Module) -> nn.Module:
     """Undo merge(): every base weight is restored exactly."""
     for layer in adapter_layers(model).values():

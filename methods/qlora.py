@@ -13,8 +13,9 @@ keep the model's dtype (bf16 in the QLoRA recipe: load the model with dtype=torc
 classifier's task head, which is trained in full (minibert.classifier.trained_head), stays an
 nn.Linear in float32, like the LoRA factors.
 
-Merging is refused: W0 + ΔW is no longer representable in 4 bits. To deploy a merged model, load the
-saved adapter (PEFT LoRA format, like plain LoRA) onto the full-precision base and merge there.
+Merging into the 4-bit layer is refused: W0 + ΔW is no longer representable in 4 bits. `dequantize_linears`
+turns the base back into full-precision layers holding dequant(W0_nf4), which LoRA then merges into (merge.py):
+the model the adapter was trained with, not the original fp32 weights.
 """
 
 import torch
@@ -41,4 +42,17 @@ def quantize_linears(
         elif isinstance(module, nn.Linear):
             dtype = compute_dtype or (torch.bfloat16 if module.weight.is_cuda else torch.float32)
             replace_module(model, name, Linear4bit.from_linear(module, blocksize, double_quant, dtype))
+    return model
+
+
+def dequantize_linears(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Replace every Linear4bit (a QLoRA base) by an nn.Linear holding W = dequant(W_nf4), in place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Linear4bit):
+            linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, dtype=dtype)
+            with torch.no_grad():
+                linear.weight.copy_(module.weight_nf4.dequantize(dtype))  # (out, in)
+                if module.bias is not None:
+                    linear.bias.copy_(module.bias)
+            replace_module(model, name, linear.requires_grad_(False))
     return model

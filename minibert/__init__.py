@@ -11,7 +11,8 @@ loading Hugging Face checkpoints.
     reg = minibert.from_pretrained("bert-base-uncased", num_labels=1)    # regression: one score, (B, 1)
 
 Files: config.py (hyper-parameters), model.py (the encoder and MLM head), classifier.py (the
-classification head), weights.py (checkpoint names -> ours), hub.py (local directory or HF cache),
+classification head), weights.py (checkpoint names -> ours), save.py (ours -> a transformers checkpoint),
+hub.py (local directory or HF cache),
 tokenizer.py (WordPiece), errors.py (LoadError).
 """
 

@@ -124,6 +124,8 @@ class BertConfig:
         refused = [name for name, present in unsupported.items() if present]
         if refused:
             raise LoadError(f"{source}: this checkpoint uses {', '.join(refused)}, which minibert does not implement")
+        if any(name.endswith("ForSequenceClassification") for name in d.get("architectures") or []):
+            config.num_labels = len(d.get("id2label") or {}) or d.get("num_labels", 2)  # a classifier's classes
         return config
 
     @classmethod

@@ -142,21 +142,33 @@ def tiny_rich_model_dir(tmp_path_factory):
     return tiny_vocab_model(tmp_path_factory.mktemp("tiny-rich"), randomise=True)
 
 
-def tiny_vocab_model(directory, randomise: bool):
+@pytest.fixture(scope="session")
+def tiny_distilbert_model_dir(tmp_path_factory):
+    """A tiny random DistilBERT (no dropout) with a vocab.txt covering the corpus."""
+    return tiny_vocab_model(tmp_path_factory.mktemp("tiny-distil"), randomise=False, arch="distilbert")
+
+
+def tiny_vocab_model(directory, randomise: bool, arch: str = "bert"):
     vocab = SPECIAL_TOKENS + CORPUS_WORDS + [",", ".", "="]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    if arch == "bert":
+        config = transformers.BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    else:
+        config = transformers.DistilBertConfig(
+            vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
+            dropout=0.0, attention_dropout=0.0,
+        )  # fmt: skip
     torch.manual_seed(0)
-    model = transformers.BertForMaskedLM(config)
+    model = (transformers.BertForMaskedLM if arch == "bert" else transformers.DistilBertForMaskedLM)(config)
     save_hf(randomise_(model) if randomise else model, directory)
     return directory
 
