@@ -43,6 +43,7 @@ import quant
 import tasks
 from train import USER_ERRORS
 from training.device import bf16_autocast, peak_memory
+from training.groups import group_seeds
 from training.runs import RunError, load_run_model, read_run
 
 COMMON_FIRST = [
@@ -206,6 +207,7 @@ def main(argv=None) -> int:
                     rows.remove(row)
         if rows:
             write_results(task, rows, Path(args.output_dir))
+            plot_curves(tasks.from_run(rows[-1]), rows, Path(args.output_dir) / f"curves-{task}.png")
     for line in skipped:
         print(line, file=sys.stderr)
     return 1 if skipped else 0
@@ -230,13 +232,19 @@ def task_columns(task, rows: list[dict]) -> list[tuple[str, str]]:
     return columns
 
 
-def write_results(task_name: str, rows: list[dict], out_dir: Path) -> None:
+def write_results(task_name: str, runs: list[dict], out_dir: Path) -> None:
+    """The table (md, csv) and the bar plot of one task: one row per group of seeds (training/groups.py)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    task = tasks.from_run(rows[-1])
+    task = tasks.from_run(runs[-1])
+    rows = group_seeds(runs)
     columns = COMMON_FIRST + task_columns(task, rows) + COMMON_LAST
     columns = [(key, title) for key, title in columns if any(row.get(key) is not None for row in rows)]
+    columns.append(("n", "n"))  # the number of seeds behind each row
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    for row in rows:
+        cells = [cell(row.get(key)) + (f" ± {cell(row[f'{key}_std'])}" if row.get(f"{key}_std") else "")
+                 for key, _ in columns]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     run = rows[-1]
     if tasks.kind_of(task) == "mlm":
@@ -251,10 +259,12 @@ def write_results(task_name: str, rows: list[dict], out_dir: Path) -> None:
     )
     stem = out_dir / f"comparison-{task_name}"
     stem.with_suffix(".md").write_text(f"## {task.title}\n\n" + table + note, encoding="utf-8")
+    measured = {key for key, _ in columns if any(row.get(f"{key}_std") is not None for row in rows)}
+    csv_columns = [name for key, _ in columns for name in ((key, f"{key}_std") if key in measured else (key,))]
     with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([key for key, _ in columns])
-        writer.writerows([[row.get(key) for key, _ in columns] for row in rows])
+        writer.writerow(csv_columns)  # the mean under the metric's name, the standard deviation as <name>_std
+        writer.writerows([[row.get(key) for key in csv_columns] for row in rows])
     plot(task, rows, stem.with_suffix(".png"))
     print(table)
     print(f"written: {stem}.md, {stem}.csv, {stem}.png")
@@ -274,15 +284,71 @@ def plot(task, rows: list[dict], path: Path) -> None:
     for row in rows:
         log = Path(row.get("run_dir", "")) / "train_log.jsonl"
         if row["method"] != "base" and log.is_file():
-            points = [json.loads(line) for line in log.read_text().splitlines()]
-            points = [p for p in points if p["split"] == "validation"]
+            points = [p for p in read_log(log) if p["split"] == "validation"]
             curves.plot([p["step"] for p in points], [p[curve_metric] for p in points], marker="o", label=row["method"])
     curves.set(title=f"{task.title}: validation {curve_metric}", xlabel="step", ylabel=curve_metric)
     curves.legend()
-    labels = [f"{r['method']}\n{r['trainable_params']:,} trainable" for r in rows]
-    bars.bar(range(len(rows)), [r[bar_metric] for r in rows], color="tab:blue")
+    labels = [f"{r['method']}\n{r['trainable_params']:,} trainable\nn = {r['n']}" for r in rows]
+    errors = [r.get(f"{bar_metric}_std") or 0.0 for r in rows]  # one standard deviation over the seeds
+    bars.bar(range(len(rows)), [r[bar_metric] for r in rows], yerr=errors, capsize=4, color="tab:blue")
     bars.set_xticks(range(len(rows)), labels, fontsize=8)
     bars.set(title=f"{bar_metric.replace('_', ' ')} ({better} is better)", ylabel=bar_metric.replace("test_", ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_log(path: Path) -> list[dict]:
+    """The lines of a train_log.jsonl; a cut-off last line (a run killed while writing) is skipped."""
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            points.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return points
+
+
+def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """An exponential moving average, s_t = weight s_(t-1) + (1 - weight) x_t, started at x_0."""
+    out = []
+    for x in values:
+        out.append(x if not out else weight * out[-1] + (1 - weight) * x)
+    return out
+
+
+def plot_curves(task, runs: list[dict], path: Path) -> None:
+    """Training loss (smoothed) and the validation metric against the step, one line per run, one colour
+    per method; masked LM's validation perplexity on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mlm = tasks.kind_of(task) == "mlm"
+    metric = "perplexity" if mlm else task.selection
+    fig, (train_axis, validation_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {}
+    for run in runs:
+        log = Path(run.get("run_dir", "")) / "train_log.jsonl"
+        if run["method"] == "base" or not log.is_file():
+            continue
+        points = read_log(log)
+        colour = colours.setdefault(run["method"], f"C{len(colours)}")
+        seed = run.get("hyperparameters", {}).get("seed", 0)
+        label = f"{run['method']} (seed {seed})"
+        train = [p for p in points if p["split"] == "train"]
+        validation = [p for p in points if p["split"] == "validation"]
+        train_axis.plot([p["step"] for p in train], smoothed([p["loss"] for p in train]), color=colour, label=label)
+        validation_axis.plot([p["step"] for p in validation], [p[metric] for p in validation], marker="o",
+                             color=colour, label=label)  # fmt: skip
+    train_axis.set(title=f"{task.title}: training loss (smoothed)", xlabel="step", ylabel="loss")
+    validation_axis.set(title=f"validation {metric}", xlabel="step", ylabel=metric)
+    if mlm:
+        validation_axis.set_yscale("log")
+    for axis in (train_axis, validation_axis):
+        if axis.lines:
+            axis.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

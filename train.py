@@ -89,7 +89,9 @@ def parse_args(argv=None):
         default=None,
         help="the task's files (the hub's parquet files; for WikiText-2 also wiki.*.raw); default: the hub",
     )
-    p.add_argument("--output-dir", default=None, help="where results go (default runs/<method>-<task>-<model>)")
+    p.add_argument(
+        "--output-dir", default=None, help="where results go (default runs/<method>-<task>-<model>[-seed<N>])"
+    )
     p.add_argument("--epochs", type=int, default=3, help="passes over the training split (default 3)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int, default=16, help="blocks or examples per step and process (default 16)")
@@ -260,7 +262,8 @@ def build_task(args, say):
 
 def prepare_output_dir(args, task, is_main: bool) -> Path:
     model_name = args.model.rstrip("/").split("/")[-1]
-    out_dir = Path(args.output_dir or f"runs/{args.method}-{task.name}-{model_name}")
+    seed = f"-seed{args.seed}" if args.seed else ""  # two seeds never share a directory
+    out_dir = Path(args.output_dir or f"runs/{args.method}-{task.name}-{model_name}{seed}")
     args.output_dir = str(out_dir)
     if not args.resume and ((out_dir / "metrics.json").exists() or (out_dir / "checkpoints").exists()):
         raise UsageError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --output-dir")
@@ -379,7 +382,7 @@ def run(args) -> int:
             state.step = step = step + 1
 
             tokens_per_s = state.tokens_seen / max(state.train_time, 1e-9)
-            progress.update(global_loss.item(), lr, tokens_per_s)
+            progress.update(loss=global_loss.item(), lr=lr, tokens_per_s=tokens_per_s)
             if is_main and (step % args.log_every == 0 or step == total_steps):
                 line = {"step": step, "split": "train", "loss": global_loss.item(), "lr": lr,
                         "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s}  # fmt: skip
