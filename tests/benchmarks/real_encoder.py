@@ -1,5 +1,5 @@
-"""Every method at work on a real pretrained encoder, on this CPU: the README's "Results on a real
-pretrained encoder" tables and its four figures, from one command.
+"""Every method at work on a real pretrained encoder, on this CPU: the tables of docs/results.md ("Results
+on a real pretrained encoder") and its four figures, from one command.
 
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (55-110 min on 2 cores)
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
@@ -297,14 +297,14 @@ def main():
     base_row = dict(zip(header, rows[0], strict=True))
 
     # -- figures --
-    figures = work / "figures" if args.quick else FIGURES  # a quick run does not touch the README's figures
+    figures = work / "figures" if args.quick else FIGURES  # a quick run does not touch the committed figures
     plot_lambda_sweep(figures, sweep, mlm_sweep, args.steps, args.mlm_steps)
     lam = long["hyperparameters"]["sparse_lambda"]
     plot_gates(figures, long_run, f"Sparse LoRA gates over a card-length run: {long['steps']} steps (λ = {lam})")
     spectrum = plot_spectrum(figures, minilm, {"lora": runs / "lora-clf", "hira": runs / "hira-clf"}, num_labels=2)
     plot_nf4(figures, minilm)
 
-    # -- the README's tables --
+    # -- the tables of docs/results.md --
     clf_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
                    ("zero_gate_share", ".2f"),
                    ("test_accuracy", ".4f"), ("test_f1", ".4f"), ("test_macro_f1", ".4f"), ("train_time_s", ".0f"),
@@ -363,12 +363,12 @@ def main():
     write_text(work / "results.md", table)
     print(table)
     if not args.quick:
-        readme = (ROOT / "README.md").read_text()
+        page = (ROOT / "docs" / "results.md").read_text()
         start, end = "<!-- real-encoder:start -->\n", "<!-- real-encoder:end -->"
-        if start in readme and end in readme:
-            head, rest = readme.split(start)
-            readme = head + start + table + end + rest.split(end, 1)[1]
-            write_text(ROOT / "README.md", readme)  # atomic: a crash leaves the old README whole
+        if start in page and end in page:
+            head, rest = page.split(start)
+            page = head + start + table + end + rest.split(end, 1)[1]
+            write_text(ROOT / "docs" / "results.md", page)  # atomic: a crash leaves the old page whole
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
 
 
