@@ -272,17 +272,17 @@ def _initialise_missing_head(model: Bert | BertClassifier, missing: list[str], p
     else:
         units = {f"head.{n}": m for n, m in model.head.named_children() if list(m.parameters())}
     new = []
-    for prefix, module in units.items():
-        names = [f"{prefix}.{n}" for n, _ in module.named_parameters()]
-        absent = [n for n in names if n in missing]
-        if absent and len(absent) < len(names):
-            raise LoadError(f"{path}: {prefix} is only partly in the checkpoint: {absent} missing")
-        if absent:
-            cuda = [p.device.index or 0 for p in module.parameters() if p.is_cuda][:1]
-            with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
-                torch.manual_seed(NEW_LAYER_SEED)
+    cuda = [p.device.index or 0 for p in model.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
+        torch.manual_seed(NEW_LAYER_SEED)
+        for prefix, module in units.items():
+            names = [f"{prefix}.{n}" for n, _ in module.named_parameters()]
+            absent = [n for n in names if n in missing]
+            if absent and len(absent) < len(names):
+                raise LoadError(f"{path}: {prefix} is only partly in the checkpoint: {absent} missing")
+            if absent:
                 module.apply(model._init_weights)
-            new.append(prefix)
+                new.append(prefix)
     if model.task == "mlm":
         what = "masked-LM head (an encoder-only checkpoint), so MLM predictions are random until it is trained"
     else:

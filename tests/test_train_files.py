@@ -210,3 +210,16 @@ def test_bad_labels_bytes_and_flags(files, tiny_model_dir, tmp_path, capsys):
     fails_cleanly(capsys, train.main, file_args(tiny_model_dir, out, "--train-file", str(tmp_path / "nope.csv")),
                   "nope.csv: no such file")  # fmt: skip
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_fills_every_mask_of_a_file(runs, tmp_path):
+    texts = tmp_path / "masked.txt"
+    texts.write_text("the cat sat on the [MASK] .\nthe [MASK] ran under the [MASK] .\n", encoding="utf-8")
+    out = tmp_path / "fillers.jsonl"
+    assert predict.main([str(runs / "notes"), "--file", str(texts), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["text"] for row in rows] == ["the cat sat on the [MASK] .", "the [MASK] ran under the [MASK] ."]
+    assert [len(row["prediction"].split()) for row in rows] == [1, 2]  # the top filler of each [MASK]
+    for row in rows:
+        for mask in row["top5"].split(" | "):
+            assert re.fullmatch(r"(\S+ 0\.\d{3}, ){4}\S+ 0\.\d{3}", mask)  # five candidates, most likely first
