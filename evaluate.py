@@ -242,7 +242,7 @@ def write_results(task_name: str, runs: list[dict], out_dir: Path) -> None:
     columns.append(("n", "n"))  # the number of seeds behind each row
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [cell(row.get(key)) + (f" ± {cell(row[f'{key}_std'])}" if row.get(f"{key}_std") else "")
+        cells = [cell(row.get(key)) + (f" ± {cell(row[f'{key}_std'])}" if row.get(f"{key}_std") is not None else "")
                  for key, _ in columns]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ with n, the number of seeds. The standard error of the mean is std / sqrt(n).
 import math
 
 IGNORED = ("seed", "output_dir", "resume")  # settings that do not make two runs different experiments
+RESULTS = ("test_", "validation_")  # the prefixes of the measured results
 
 
 def group_key(row: dict) -> str:
@@ -28,8 +29,9 @@ def mean_and_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def group_seeds(rows: list[dict]) -> list[dict]:
-    """One row per group, in the order of each group's first run: every number that differs between its runs
-    the mean over them, with `<key>_std` its sample standard deviation; `n` the number of seeds, `seeds` which."""
+    """One row per group, in the order of each group's first run: every result (and any other number that
+    differs between its runs) the mean over them, with `<key>_std` its sample standard deviation (n > 1);
+    `n` the number of seeds, `seeds` which."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
@@ -39,7 +41,9 @@ def group_seeds(rows: list[dict]) -> list[dict]:
         numbers = [k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         for key in numbers:
             values = [m[key] for m in members if isinstance(m.get(key), (int, float))]
-            if len(set(values)) > 1:  # a number the same in every run (a parameter count) is kept as it is
+            # a result always gets its spread (0 if the seeds agree); a setting or a count the same in every
+            # run (the parameter count) is kept as it is
+            if key.startswith(RESULTS) or len(set(values)) > 1:
                 row[key], row[f"{key}_std"] = mean_and_std(values)
         row["n"] = len(members)
         row["seeds"] = [m.get("hyperparameters", {}).get("seed") for m in members]
