@@ -127,7 +127,18 @@ def read_split(dataset: Dataset, repo_file: str, data_dir: str | None) -> Split:
     if data_dir is None:
         path = hub_file(dataset.repo, repo_file)
     else:
-        path = local_file(data_dir, [Path(repo_file).name, repo_file], f"{dataset.name} file {Path(repo_file).name}")
+        try:
+            path = local_file(
+                data_dir, [Path(repo_file).name, repo_file], f"{dataset.name} file {Path(repo_file).name}"
+            )
+        except DataError as e:
+            tables = sorted(p.name for p in Path(data_dir).expanduser().glob("*.[tc]sv"))
+            if not tables:
+                raise
+            train = next((name for name in tables if "train" in name), tables[0])
+            raise DataError(f"{e}. It has {', '.join(tables)}: your own files go in with --train-file "
+                            f"{Path(data_dir) / train} (and --validation-file, --test-file), not --task "
+                            f"{dataset.name}") from None  # fmt: skip
     table = read_parquet(path)
     texts = texts_of(table, dataset.text_column, "the dataset's text column")
     pairs = texts_of(table, dataset.pair_column, "the dataset's pair column") if dataset.pair_column else None

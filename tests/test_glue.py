@@ -75,6 +75,18 @@ def test_official_metrics_in_metrics_json(tiny_model_dir, tiny_rich_model_dir, g
     assert f"{metrics[f'test_{names[0]}']:.4f}" in card
 
 
+def test_glue_tsv_files_point_to_train_file(tmp_path):
+    """GLUE's own RTE/train.tsv + dev.tsv in --data-dir: the error says how to train on them."""
+    (tmp_path / "train.tsv").write_text("sentence1\tsentence2\tlabel\na\tb\tentailment\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("sentence1\tsentence2\tlabel\na\tb\tentailment\n", encoding="utf-8")
+    with pytest.raises(
+        data.DataError,
+        match=r"no rte file train-00000-of-00001.parquet.*It has dev.tsv, train.tsv: "
+        r"your own files go in with --train-file",
+    ):
+        data.load_labelled(data.DATASETS["rte"], str(tmp_path))
+
+
 def test_download_from_the_hub(glue_dir, tmp_path):
     """nyu-mll/glue's rte files, served as the hub serves them, on loopback; the hidden test file is never fetched."""
     code = "import data; s = data.load_labelled(data.DATASETS['rte']); print(len(s['test']), len(s['train']))"
