@@ -226,6 +226,24 @@ def main(argv=None) -> int:
         return 4
 
 
+def check_method(args, task):
+    if args.method == "head" and tasks.kind_of(task) == "mlm":
+        raise UsageError("--method head trains a classification head: use it with a classification or regression task")
+    return task
+
+
+def improves(result: dict, best: dict, task) -> bool:
+    """Whether a validation result beats the best so far on the metric that picks the checkpoint."""
+    old, new = best.get(task.selection), result[task.selection]
+    return old is None or (new > old if task.higher_is_better else new < old)
+
+
+def run_identity(args, task, world: int) -> dict:
+    """What a checkpoint must have been made with for --resume to continue it."""
+    keys = ("data_files", "method", "model", "r", "max_seq_len", "batch_size", "seed")
+    return {"task": task.name, "world_size": world, **{key: getattr(args, key) for key in keys}}
+
+
 def build_task(args, say):
     """The task: a named one (--task), or your files (--train-file), whose kind is inferred if not given."""
     if args.train_file is None:
@@ -235,7 +253,7 @@ def build_task(args, say):
                 f"{', '.join(given) or '--task ' + args.task} is for your own files: add --train-file PATH"
             )
         args.data_files = None
-        return tasks.get(args.task or "wikitext2")
+        return check_method(args, tasks.get(args.task or "wikitext2"))
     if args.task in tasks.TASKS:
         raise UsageError(f"--task {args.task} reads its own dataset; with --train-file, --task is classification, "
                          "regression or mlm (or left out, to be inferred)")  # fmt: skip
@@ -249,6 +267,7 @@ def build_task(args, say):
                            args.text_column, args.text_pair_column, args.label_column)  # fmt: skip
     args.data_files = dataclasses.asdict(files)  # kept in metrics.json, so evaluate.py and predict.py find them
     task = tasks.from_files(files, args.task)
+    check_method(args, task)
     if args.task is None:
         kind = tasks.kind_of(task)
         why = {
@@ -272,8 +291,9 @@ def prepare_output_dir(args, task, is_main: bool) -> Path:
     return out_dir
 
 
-def load_model_and_data(args, task, device):
-    """The base model with the task's head (bf16 for QLoRA on CUDA), the data tokenised, the method put in."""
+def load_model_and_data(args, task, device, say):
+    """The base model with the task's head (bf16 for QLoRA on CUDA), the data tokenised (what was skipped
+    said in a line), the method put in."""
     tokenizer = minibert.load_tokenizer(args.model)
     qlora_on_cuda = args.method == "qlora" and device.type == "cuda"
     model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
@@ -283,6 +303,8 @@ def load_model_and_data(args, task, device):
     check_args(args, model.config)
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(tokenizer, args.data_dir, cache_dir, args.max_seq_len)
+    for line in task.notices():
+        say(line)
     targets = args.target_modules.split(",") if args.target_modules else None
     options = method_options(args)
     methods.apply(
@@ -297,12 +319,8 @@ def run(args) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
     torch.manual_seed(args.seed)  # adapter initialisation and dropout
     task = build_task(args, say)
-    if args.method == "head" and tasks.kind_of(task) == "mlm":
-        raise UsageError("--method head trains a classification head: use it with a classification or regression task")
     out_dir = prepare_output_dir(args, task, is_main)
-    model = load_model_and_data(args, task, device)
-    for line in task.notices():
-        say(line)
+    model = load_model_and_data(args, task, device, say)
 
     # -- optimisation: AdamW over the adapters; SoRA's gates without weight decay (they have their own L1), faster --
     params = [p for p in model.parameters() if p.requires_grad]
@@ -314,9 +332,7 @@ def run(args) -> int:
     total_steps = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
     objective = wrap_objective(Objective(model, task), args, world, device)
 
-    identity = {"task": task.name, "data_files": args.data_files, "method": args.method, "model": args.model,
-                "r": args.r, "max_seq_len": args.max_seq_len, "batch_size": args.batch_size, "world_size": world,
-                "seed": args.seed}  # fmt: skip
+    identity = run_identity(args, task, world)
     state, log_path = RunState(), out_dir / "train_log.jsonl"
     if args.resume:
         saved, best_state = load_checkpoint(out_dir, model, optimizer, identity, say)
@@ -336,8 +352,7 @@ def run(args) -> int:
         result = task.evaluate(model, "validation", args.eval_batch_size, device)
         state.eval_time += time.perf_counter() - start
         state.last_validated = state.step
-        old = state.best.get(task.selection)
-        if old is None or (result[task.selection] > old if task.higher_is_better else result[task.selection] < old):
+        if improves(result, state.best, task):
             state.best = {"step": state.step, **result}
             state.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
             methods.save_adapter(model, out_dir)
