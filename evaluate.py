@@ -113,7 +113,7 @@ def table_rows(runs: list[dict]) -> dict[str, list[dict]]:
         for base in dict.fromkeys(r["base_model"] for r in runs if r["task"] == task):
             group = [r for r in runs if r["task"] == task and r["base_model"] == base]
             first = group[0]
-            if first.get("task_kind", "mlm") == "mlm":  # old runs (no task_kind) were all WikiText-2
+            if first["task_kind"] == "mlm":
                 rows.append(
                     {
                         **{key: first.get(key) for key in ("task", "task_kind", "task_title", "data_files")},

@@ -56,7 +56,7 @@ def card(run: dict) -> str:
         else ""
     )
     labels = ", ".join(run.get("label_names") or []) or "none (masked LM)"
-    if run.get("task_kind") == "regression":
+    if run["task_kind"] == "regression":
         labels = "one score (regression)"
     return f"""# {run["base_model"]} + {run["method"]}, merged ({run["task"]})
 

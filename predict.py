@@ -68,10 +68,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def kind_of(run: dict) -> str:
-    return run.get("task_kind", "mlm" if run["task"] == "wikitext2" else "classification")
-
-
 def split_pairs(texts: list[str], where: list[str]) -> tuple[list[str], list[str]]:
     """(first texts, second texts) of "first [SEP] second" texts; `where` names each for an error."""
     halves = [text.split(" [SEP] ", 1) for text in texts]
@@ -119,7 +115,7 @@ def read_inputs(args, run: dict) -> tuple[list[dict], list[str], list[str] | Non
 @torch.no_grad()
 def predict(model, tokenizer, run: dict, firsts, seconds, where, batch_size: int, show_progress: bool) -> list[dict]:
     """The output columns of each text (see the module doc), in the input's order."""
-    kind, device = kind_of(run), next(model.parameters()).device
+    kind, device = run["task_kind"], next(model.parameters()).device
     examples = data.encode_examples(firsts, np.zeros(len(firsts)), tokenizer, run["hyperparameters"]["max_seq_len"],
                                     pairs=seconds)  # fmt: skip
     mask_id, pad_id = tokenizer.token_to_id("[MASK]"), tokenizer.token_to_id("[PAD]")
@@ -170,7 +166,7 @@ def predict(model, tokenizer, run: dict, firsts, seconds, where, batch_size: int
 
 def lines_for_people(texts: list[str], results: list[dict], run: dict) -> list[str]:
     """The command line's answer: one line per text (masked LM: one per [MASK] after it)."""
-    kind, lines = kind_of(run), []
+    kind, lines = run["task_kind"], []
     for text, result in zip(texts, results, strict=True):
         if kind == "regression":
             lines.append(f"{result['prediction']:>10.4f}  {text}")

@@ -38,6 +38,7 @@ docs/sparse_lora.md):
   - λ is in loss-gradient units, so a task's need is measured in its own loss: a short masked-LM run
     needs every rank, and the default keeps them all. λ = 0 switches sparsification off.
 """
+
 import torch
 import torch.nn as nn
 

@@ -29,6 +29,7 @@ class MaskedLM:
     selection = "loss"  # the validation metric that picks the best checkpoint ...
     higher_is_better = False  # ... and which way is better
     default_max_seq_len = 128  # tokens per block
+    metrics = ("perplexity", "accuracy", "top5_accuracy")  # reported on the test split(s)
     label_names = None  # no classes: a vocabulary
 
     def __init__(self, corpus=None):

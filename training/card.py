@@ -28,7 +28,7 @@ FORMAT = {"perplexity": ".3f"}  # digits shown; the rest .4f
 
 def model_card(m: dict) -> str:
     h = m["hyperparameters"]
-    kind = m.get("task_kind", "mlm" if m["task"] == "wikitext2" else "classification")
+    kind = m["task_kind"]
     extra = ""
     if m["method"] == "sparse_lora":
         ranks = [g["rank"] for g in m["sparse_lora_gates"]]

@@ -64,7 +64,7 @@ def final_metrics(args, task, model, state: RunState, test_results: dict, device
         "model_size_mb": quant.model_bytes(model) / 1e6,
         "steps": state.step,
         "epochs": state.step / task.batches_per_epoch(global_batch),
-        "metric_names": list(getattr(task, "metrics", ("perplexity", "accuracy", "top5_accuracy"))),
+        "metric_names": list(task.metrics),
         "test_splits": list(test_results),
         **task.data_report(global_batch),
         "train_time_s": state.train_time,

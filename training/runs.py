@@ -13,7 +13,8 @@ class RunError(Exception):
 
 
 def read_run(run_dir) -> dict:
-    """metrics.json of a finished run, with its directory under "run_dir" (old runs: task wikitext2)."""
+    """metrics.json of a finished run, with its directory under "run_dir". Runs made before a field existed
+    get what it meant then: no task was WikiText-2, no task_kind was masked LM or (SST-2, IMDB) classification."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
@@ -23,7 +24,9 @@ def read_run(run_dir) -> dict:
     metrics = read_json_object(path, RunError)
     if not metrics.get("finished"):
         raise RunError(f"{path}: the run did not finish")
-    return {"task": "wikitext2", **metrics, "run_dir": str(run_dir)}
+    run = {"task": "wikitext2", **metrics, "run_dir": str(run_dir)}
+    run.setdefault("task_kind", "mlm" if run["task"] == "wikitext2" else "classification")
+    return run
 
 
 def load_run_model(task, run: dict, device):
