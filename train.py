@@ -336,7 +336,7 @@ def run(args) -> int:
     state, log_path = RunState(), out_dir / "train_log.jsonl"
     if args.resume:
         saved, best_state = load_checkpoint(out_dir, model, optimizer, identity, say)
-        state = RunState(**{k: saved[k] for k in RunState().saved()}, best_state=best_state)
+        state = RunState.restored(saved, best_state)
         if is_main:
             trim_log(log_path, state.step)
         say(f"resumed from step {state.step}")
@@ -387,7 +387,9 @@ def run(args) -> int:
                 raise FloatingPointError(f"step {step}: the loss is {global_loss.item()} (gradient norm {grad_norm})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if args.method == "sparse_lora" and step >= args.warmup_steps:  # once the adapters have started
+            if args.method == "sparse_lora" and state.pruning.update(global_loss.item(), step >= args.warmup_steps):
+                if state.pruning.started_at == step:
+                    progress.write(f"step {step}: the training loss has fallen; Sparse LoRA starts judging its gates")
                 methods.proximal_step(model, optimizer)  # g <- sign(g) max(|g| - lr_g λ / sqrt(v̂), 0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

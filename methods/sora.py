@@ -16,28 +16,30 @@ ranks are cut out and g and the scaling are folded into B: a plain, smaller LoRA
 
 Choices of this implementation, where the paper leaves them open (the measurements behind each are in
 docs/sparse_lora.md):
-  - g starts at ones, so at step 0 SoRA *is* LoRA, and λ = 0 is exactly LoRA with a per-rank scale
-    (the official code, TsinghuaC3I/SoRA, starts from randn).
-  - The threshold is taken in Adam's own metric. Eq. 7 is the step of plain gradient descent; under
-    AdamW every gate moves by about lr whatever its gradient, so a fixed ξ = lr λ prunes by the summed
-    learning rate, not by need. We use the proximal step with Adam's diagonal preconditioner (Yun,
-    Lozano, Yang, NeurIPS 2021, Eq. 3 with C = diag(sqrt(v̂) + ε)):
+  - g starts at ones, so at step 0 SoRA *is* LoRA, and λ = 0 is exactly LoRA with a per-rank scale.
+  - The threshold is taken in Adam's own metric. Under AdamW every gate moves by about lr whatever its
+    gradient, so the paper's ξ = lr λ prunes by the summed learning rate, not by need. We use the
+    proximal step with Adam's diagonal preconditioner (Yun, Lozano, Yang, NeurIPS 2021, Eq. 3):
 
         g <- sign(g) * max(|g| - lr * λ / (sqrt(v̂) + ε), 0)       v̂: AdamW's bias-corrected E[(∂L/∂g)^2]
 
-    Its fixed points are those of L + λ ||g||_1, whatever the learning rate, schedule or run length: a
-    gate stays non-zero only while the mean loss gradient on it reaches λ. λ is the least marginal gain
-    (loss per unit of gate) that keeps a rank, and means the same on a short run and a long one.
-  - The gates learn GATE_LR_SCALE = 10 times faster than A and B, in their own AdamW group without
-    weight decay (as SoRA's code has its own `sparse_lr`): the fixed points do not depend on the rate,
-    but the time to reach them does, and at lr the gates of a short run were still on their way down.
-    The other side of the trade: a zero gate also stops its B and A from learning, so a rank cut before
-    its B has grown stays cut.
-  - Sparsification starts only after the learning-rate warm-up (train.py passes the step): at step 0
-    B = 0, every gate's gradient is 0 and sqrt(v̂) ~ 0, and thresholding would remove every rank.
-  - λ is in loss-gradient units, so a task's need is measured in its own loss: a short masked-LM run
-    needs every rank, and the default keeps them all. λ = 0 switches sparsification off.
+    Its fixed points are those of L + λ ||g||_1 whatever the learning rate or run length: a gate stays
+    non-zero only while the mean loss gradient on it reaches λ, the least gain (loss per unit of gate)
+    that keeps a rank. λ = 0 switches sparsification off.
+  - The gates learn GATE_LR_SCALE = 10 times faster than A and B, in their own AdamW group without weight
+    decay: the fixed points do not depend on the rate, the time to reach them does.
+  - Gates are judged only once the task has started to be learned: after the warm-up, and once the
+    training loss has fallen by more than its own noise (PruningStart). A gate's gradient is B_iᵀ ∂L/∂h
+    times A_i x, so while no rank's B has grown every gradient is ~0 and the threshold would cut every
+    rank, however much the task will need it once its signal comes.
+  - A cut rank keeps learning, so that one cut too early can come back: its column of B is trained as if
+    its gate were 1 (a term with value 0 and that gradient), in the output directions the kept ranks do
+    not span. It returns when its gain reaches λ. Without taking the kept directions out, every cut rank
+    would learn the same residual as the kept ones and come back: nothing would be selected.
 """
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -46,6 +48,7 @@ from methods.base import AdapterError
 from methods.lora import LoRALinear
 
 DEFAULT_SPARSE_LAMBDA = 3e-4  # λ, in loss per unit of gate: the λ study on MiniLM (docs/results.md)
+START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
 GATE_LR_SCALE = 10.0  # the gates' learning rate, in multiples of the adapters' (see the module docstring)
 
 
@@ -62,8 +65,22 @@ class SoRALinear(LoRALinear):
 
     def update(self, x):
         x = x.to(self.lora_A.dtype)
+        a = x @ self.lora_A.T  # (..., in) -> (..., r)
         # (alpha/r) B diag(g) A x: scale each of the r channels of A x by its gate.
-        return ((x @ self.lora_A.T) * self.gate) @ self.lora_B.T * self.scaling  # (..., in) -> (..., r) -> (..., out)
+        out = (a * self.gate) @ self.lora_B.T  # (..., r) -> (..., out)
+        dead = (self.gate == 0).detach()  # (r,)
+        if self.training and dead.any():
+            out = out + self.ghost(a.detach() * dead, dead)  # value 0: only a gradient for the cut ranks' B
+        return out * self.scaling
+
+    def ghost(self, a_dead: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+        """Zero in value; its gradient trains each cut rank's column of B as if its gate were 1, in the
+        output directions the kept ranks do not span, so that a rank cut too early can come back."""
+        kept = self.lora_B[:, ~dead].detach()  # (out, k)
+        q = torch.linalg.qr(kept).Q  # (out, k): an orthonormal basis of the kept ranks' outputs
+        b_free = self.lora_B - q @ (q.T @ self.lora_B)  # (out, r): B with those directions taken out
+        g = a_dead @ b_free.T  # (..., out)
+        return g - g.detach()
 
     def delta_weight(self):
         return self.scaling * ((self.lora_B * self.gate) @ self.lora_A)  # (alpha/r) B diag(g) A: (out, in)
@@ -120,6 +137,45 @@ def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         step = float(state["step"])
         grad_rms = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt()  # sqrt(v̂), bias-corrected as AdamW does
         layer.proximal_step(group["lr"], grad_rms, group["eps"])
+
+
+@dataclass
+class PruningStart:
+    """When the gates start being judged: after the warm-up, once the training loss has fallen by more
+    than its noise: its 10-step mean (an EMA, β = 0.9) is START_SIGMAS standard deviations below its 100-step mean
+    (β = 0.99), the deviation that white noise of the loss's own variance would give the gap."""
+
+    fast: float = 0.0  # EMA of the loss, β = 0.9 (about 10 steps), before bias correction
+    slow: float = 0.0  # EMA of the loss, β = 0.99 (about 100 steps), before bias correction
+    noise: float = 0.0  # EMA (β = 0.99) of (ℓ_t - 2 ℓ_{t-1} + ℓ_{t-2})² / 6: the loss's variance per step
+    last: float | None = None  # ℓ_{t-1}
+    before_last: float | None = None  # ℓ_{t-2}
+    steps: int = 0  # losses seen
+    started_at: int | None = None  # the step pruning started at
+
+    def update(self, loss: float, warmed_up: bool) -> bool:
+        """Take this step's loss; True once pruning has started (it never stops)."""
+        if self.before_last is not None:  # a second difference is blind to a steady trend, unlike the spread
+            self.noise = 0.99 * self.noise + 0.01 * (loss - 2 * self.last + self.before_last) ** 2 / 6
+        self.fast, self.slow = 0.9 * self.fast + 0.1 * loss, 0.99 * self.slow + 0.01 * loss
+        self.before_last, self.last, self.steps = self.last, loss, self.steps + 1
+        n = self.steps
+        if self.started_at is None and warmed_up and n > 3:
+            fast, slow = self.fast / (1 - 0.9**n), self.slow / (1 - 0.99**n)  # bias-corrected, as AdamW's
+            variance = self.noise / (1 - 0.99 ** (n - 2))  # σ²
+            if slow - fast > START_SIGMAS * math.sqrt(variance * mean_gap_variance(n)):
+                self.started_at = n - 1
+        return self.started_at is not None
+
+
+def mean_gap_variance(n: int, a: float = 0.9, b: float = 0.99) -> float:
+    """Var(slow - fast) / σ² for white noise: the two bias-corrected EMAs of n values weigh value i by
+    w_i = (1-β) β^(n-i) / (1-β^n), so the gap has variance σ² Σ (w_i^b - w_i^a)²."""
+
+    def cross(x, y):  # Σ_i w_i^x w_i^y
+        return (1 - x) * (1 - y) / ((1 - x**n) * (1 - y**n)) * (1 - (x * y) ** n) / (1 - x * y)
+
+    return cross(a, a) + cross(b, b) - 2 * cross(a, b)
 
 
 def gate_report(model: nn.Module) -> list[dict]:

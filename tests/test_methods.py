@@ -198,10 +198,13 @@ def test_soft_threshold_is_exact():
     assert (layer.gate[2] == 0).all() and layer.rank() == 3
 
 
-def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20, seed=0, onset=0):
+def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20, seed=0, onset=0, hidden=False):
     """SoRA on one linear layer whose target update has rank k < r: y = (W0 + ΔW*) x + noise, mean squared
-    error, AdamW with warm-up and linear decay, pruning after the warm-up (as train.py does). With onset > 0
-    the target update is zero before step `onset` (y = W0 x + noise): a task whose signal comes late.
+    error, AdamW with warm-up and linear decay, and SoRA's proximal step once `PruningStart` says so (as
+    train.py does). Two ways for the signal to come late:
+      onset > 0    the target update is zero before step `onset` (y = W0 x + noise);
+      hidden       every row of A starts orthogonal to ΔW*'s input directions, so B's gradient is zero in
+                   expectation and the adapter sits on a plateau until noise turns A (a saddle, as at B = 0).
     Returns (non-zero gates, the mean squared error left above the noise floor of the final target)."""
     g = torch.Generator().manual_seed(seed)
     w0 = torch.randn(d, d, generator=g) / d**0.5
@@ -213,7 +216,11 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
         base.bias.zero_()
     torch.manual_seed(seed)
     layer = SoRALinear(base, r=r, alpha=2 * r, dropout=0.0, sparse_lambda=sparse_lambda)
+    if hidden:
+        with torch.no_grad():
+            layer.lora_A -= (layer.lora_A @ v) @ v.T  # (r, d): A v = 0
     optimizer = torch.optim.AdamW(methods.sora.param_groups(layer, weight_decay=0.01), lr=lr)  # as train.py
+    start = methods.sora.PruningStart()
     for step in range(steps):
         step_lr = lr * ((step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup))
         for group in optimizer.param_groups:
@@ -221,10 +228,11 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
         x = torch.randn(64, d, generator=g)
         update = target if step >= onset else torch.zeros_like(target)
         y = x @ (w0 + update).T + 0.1 * torch.randn(64, d, generator=g)
-        ((layer(x) - y) ** 2).mean().backward()
+        loss = ((layer(x) - y) ** 2).mean()
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step >= warmup:
+        if start.update(loss.item(), warmed_up=step >= warmup):
             methods.proximal_step(layer, optimizer)
     with torch.no_grad():
         x = torch.randn(4096, d, generator=g)
@@ -238,20 +246,78 @@ def test_sora_keeps_the_ranks_the_task_needs_however_long_the_run(steps):
     (noise variance 0.01; the error above it is what the adapter failed to learn)."""
     rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3)
     assert rank == 3, rank
-    assert excess < 1e-3, excess  # measured: 1.4e-4 after 300 steps, 6e-6 after 3,000
+    assert excess < 1e-3, excess  # measured: 1.6e-4 after 300 steps, 5.9e-6 after 3,000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16, open: a rank cut before the signal arrives never returns")
+@pytest.mark.parametrize("late", ["onset", "hidden"])
 @pytest.mark.parametrize("steps", [300, 3000])
-def test_sora_keeps_the_ranks_of_a_target_that_appears_late(steps):
-    """The same rank-3 target, zero for the first third of the run (the warm-up is 20 steps). Before it
-    appears every gate's gradient is noise and the data asks for no update at all, so the proximal step
-    zeroes every gate; a zero gate stops its B and A from learning, and no rank comes back. Today: 0 gates
-    left and an excess error of 2.8e-2 after 300 and after 3,000 steps (docs/sparse_lora.md). Strict: the
-    day a rule makes this pass, the marker must go."""
-    rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3, onset=steps // 3)
-    assert rank == 3, rank
-    assert excess < 1e-3, excess
+def test_sora_keeps_the_ranks_of_a_signal_that_comes_late(steps, late):
+    """The same target, zero for the first third of the run ("onset"), or behind a plateau ("hidden").
+    Pruning from the end of the warm-up (the rule before issue 16) keeps 0 gates, excess 2.8e-2, after 300
+    and after 3,000 steps with "onset", and 2 gates, excess 8.6e-3 and 4.0e-3, with "hidden": the gates
+    are cut while every rank's gradient is still noise, and a cut rank's B stopped learning. Now: about
+    3 gates once the signal has come, 3 after 10 N, and the fit at its floor."""
+    rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3, onset=steps // 3 if late == "onset" else 0,
+                                       hidden=late == "hidden")  # fmt: skip
+    assert rank in ((3, 4) if steps == 300 else (3,)), rank  # measured: 4 and 4 after 300 steps, 3 and 3 after 3,000
+    assert excess < 1e-3, excess  # measured: 2.8e-4 / 1.4e-4 after 300 steps, 6.3e-6 / 5.2e-6 after 3,000
+
+
+def test_a_cut_rank_keeps_learning_in_the_directions_the_kept_ranks_do_not_span():
+    torch.manual_seed(0)
+    layer = SoRALinear(torch.nn.Linear(16, 12), r=4, alpha=4, dropout=0.0, sparse_lambda=1e-3)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.gate.copy_(torch.tensor([0.5, 0.0, -0.3, 0.0]))  # ranks 1 and 3 cut
+    x, w = torch.randn(5, 16), torch.randn(5, 12)
+    assert torch.equal(layer.train()(x), layer.eval()(x))  # the ghost term is exactly 0 in value
+    (layer.train()(x) * w).sum().backward()
+    ours = {name: p.grad.clone() for name, p in layer.named_parameters() if p.requires_grad}
+
+    a, s = x @ layer.lora_A.T, layer.scaling  # (5, r)
+    plain = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters() if p.requires_grad}
+    ((((x @ plain["lora_A"].T) * plain["gate"]) @ plain["lora_B"].T * s) * w).sum().backward()
+    for name in ("lora_A", "gate"):  # A and the gates get their true gradient
+        assert torch.allclose(ours[name], plain[name].grad, atol=1e-6), name
+    kept, cut = torch.tensor([0, 2]), torch.tensor([1, 3])
+    assert torch.allclose(ours["lora_B"][:, kept], plain["lora_B"].grad[:, kept], atol=1e-6)  # kept: true
+    q = torch.linalg.qr(layer.lora_B[:, kept].detach()).Q  # (out, 2)
+    as_if_on = s * w.T @ a[:, cut].detach()  # (out, 2): B's gradient at gate 1
+    expected = as_if_on - q @ (q.T @ as_if_on)  # with the kept ranks' output directions taken out
+    assert torch.allclose(ours["lora_B"][:, cut], expected, atol=1e-5)
+    assert expected.norm() > 0.1 and (q.T @ ours["lora_B"][:, cut]).abs().max() < 1e-5
+
+
+def test_pruning_starts_once_the_loss_falls_by_more_than_its_noise():
+    g = torch.Generator().manual_seed(0)
+    noise = 0.02 * torch.randn(3000, generator=g)
+
+    def start_of(losses, warmup=10):
+        start = methods.sora.PruningStart()
+        for step, loss in enumerate(losses.tolist()):
+            start.update(loss, warmed_up=step >= warmup)
+        return start.started_at
+
+    assert start_of(0.69 + noise) is None  # a flat loss (σ = 0.02), 3,000 steps: never
+    assert start_of(0.69 - 1e-2 * torch.arange(3000) + noise) == 10  # falling fast: at the end of the warm-up
+    assert start_of(0.69 - 1e-3 * torch.arange(3000) + noise) == 43  # falling by σ/20 a step: once it shows
+    plateau = 0.69 - 1e-3 * (torch.arange(3000) - 500).clamp(min=0) + noise  # flat for 500 steps, then so
+    assert start_of(plateau) == 530
+    for n in (3, 20, 1000):  # the gap's variance, against the explicit weights
+        i = torch.arange(n, dtype=torch.float64)
+        w_fast, w_slow = [(1 - b) * b ** (n - 1 - i) / (1 - b**n) for b in (0.9, 0.99)]
+        assert methods.sora.mean_gap_variance(n) == pytest.approx(float(((w_slow - w_fast) ** 2).sum()))
+
+
+def test_the_pruning_start_survives_a_checkpoint():
+    from training.report import RunState
+
+    state = RunState(step=7)
+    for loss in (0.7, 0.6, 0.5, 0.4):
+        state.pruning.update(loss, warmed_up=True)
+    saved = json.loads(json.dumps(state.saved()))  # as state.json stores it
+    assert RunState.restored(saved, best_state={}).pruning == state.pruning
+    assert RunState.restored({k: v for k, v in saved.items() if k != "pruning"}, {}).pruning.steps == 0  # older
 
 
 @pytest.mark.parametrize("arch", ARCHS)

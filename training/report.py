@@ -25,6 +25,15 @@ class RunState:
     eval_time: float = 0.0  # seconds spent validating and testing
     samples_seen: int = 0  # training examples (or blocks) so far
     tokens_seen: int = 0  # training tokens so far (padding not counted)
+    pruning: methods.sora.PruningStart = field(default_factory=methods.sora.PruningStart)  # Sparse LoRA's start
+
+    @classmethod
+    def restored(cls, saved: dict, best_state: dict) -> "RunState":
+        """The state a checkpoint's state.json holds; a field an older checkpoint lacks keeps its default."""
+        fields = {key: saved[key] for key in cls().saved() if key in saved}
+        if "pruning" in fields:
+            fields["pruning"] = methods.sora.PruningStart(**fields["pruning"])
+        return cls(**fields, best_state=best_state)
 
     def saved(self) -> dict:
         """Everything but the best adapter's tensors (the checkpoint stores those as tensors): JSON."""
@@ -83,4 +92,5 @@ def final_metrics(args, task, model, state: RunState, test_results: dict, device
     if args.method == "sparse_lora":
         metrics["sparse_lora_gates"] = methods.gate_report(model)  # effective rank per module
         metrics["zero_gate_share"] = methods.zero_gate_share(model)
+        metrics["pruning_started_at"] = state.pruning.started_at  # None: the training loss never fell
     return metrics | exported_adapter(Path(args.output_dir))
