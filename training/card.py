@@ -33,7 +33,13 @@ def model_card(m: dict) -> str:
     if m["method"] == "sparse_lora":
         ranks = [g["rank"] for g in m["sparse_lora_gates"]]
         zero = 1 - sum(ranks) / sum(g["r"] for g in m["sparse_lora_gates"])
-        extra = f"- **Sparsity:** {100 * zero:.1f}% of gates exactly zero (λ = {h['sparse_lambda']}); ranks {ranks}\n"
+        when = ""  # a run from before the start was recorded says nothing about it
+        if "pruning_started_at" in m:
+            started = m["pruning_started_at"]
+            when = "never: the training loss did not fall" if started is None else f"from step {started}"
+            when = f"; gates judged {when}"
+        sparsity = f"{100 * zero:.1f}% of gates exactly zero (λ = {h['sparse_lambda']}); ranks {ranks}{when}"
+        extra = f"- **Sparsity:** {sparsity}\n"
     if m["method"] == "qlora":
         extra = f"- **Quantisation:** NF4, block size {h['blocksize']}, double quant. {not h['no_double_quant']}\n"
     if kind != "mlm":
