@@ -68,7 +68,7 @@ class SoRALinear(LoRALinear):
         a = x @ self.lora_A.T  # (..., in) -> (..., r)
         # (alpha/r) B diag(g) A x: scale each of the r channels of A x by its gate.
         out = (a * self.gate) @ self.lora_B.T  # (..., r) -> (..., out)
-        dead = (self.gate == 0).detach()  # (r,)
+        dead = (self.gate == 0).detach()  # (r,): the cut ranks
         if self.training and dead.any():
             out = out + self.ghost(a.detach() * dead, dead)  # value 0: only a gradient for the cut ranks' B
         return out * self.scaling
@@ -76,11 +76,10 @@ class SoRALinear(LoRALinear):
     def ghost(self, a_dead: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         """Zero in value; its gradient trains each cut rank's column of B as if its gate were 1, in the
         output directions the kept ranks do not span, so that a rank cut too early can come back."""
-        kept = self.lora_B[:, ~dead].detach()  # (out, k)
-        q = torch.linalg.qr(kept).Q  # (out, k): an orthonormal basis of the kept ranks' outputs
-        b_free = self.lora_B - q @ (q.T @ self.lora_B)  # (out, r): B with those directions taken out
-        g = a_dead @ b_free.T  # (..., out)
-        return g - g.detach()
+        q = torch.linalg.qr(self.lora_B[:, ~dead].detach()).Q  # (out, k): the kept ranks' output directions
+        b_free = self.lora_B - q @ (q.T @ self.lora_B)  # (out, r): (I - Q Qᵀ) B, those directions taken out
+        shadow = a_dead @ b_free.T  # (..., r) -> (..., out): the cut ranks as if their gates were 1
+        return shadow - shadow.detach()
 
     def delta_weight(self):
         return self.scaling * ((self.lora_B * self.gate) @ self.lora_A)  # (alpha/r) B diag(g) A: (out, in)
@@ -142,8 +141,8 @@ def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
 @dataclass
 class PruningStart:
     """When the gates start being judged: after the warm-up, once the training loss has fallen by more
-    than its noise: its 10-step mean (an EMA, β = 0.9) is START_SIGMAS standard deviations below its 100-step mean
-    (β = 0.99), the deviation that white noise of the loss's own variance would give the gap."""
+    than its noise, i.e. its 10-step mean (an EMA, β = 0.9) is START_SIGMAS standard deviations below its
+    100-step mean (β = 0.99), in units of the deviation white noise of the loss's variance gives that gap."""
 
     fast: float = 0.0  # EMA of the loss, β = 0.9 (about 10 steps), before bias correction
     slow: float = 0.0  # EMA of the loss, β = 0.99 (about 100 steps), before bias correction
@@ -164,7 +163,7 @@ class PruningStart:
             fast, slow = self.fast / (1 - 0.9**n), self.slow / (1 - 0.99**n)  # bias-corrected, as AdamW's
             variance = self.noise / (1 - 0.99 ** (n - 2))  # σ²
             if slow - fast > START_SIGMAS * math.sqrt(variance * mean_gap_variance(n)):
-                self.started_at = n - 1
+                self.started_at = n - 1  # this step's index (the first loss is step 0)
         return self.started_at is not None
 
 
