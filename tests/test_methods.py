@@ -246,7 +246,7 @@ def test_sora_keeps_the_ranks_the_task_needs_however_long_the_run(steps):
     (noise variance 0.01; the error above it is what the adapter failed to learn)."""
     rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3)
     assert rank == 3, rank
-    assert excess < 1e-3, excess  # measured: 1.6e-4 after 300 steps, 5.9e-6 after 3,000
+    assert excess < 1e-3, excess  # measured: 1.5e-4 after 300 steps, 5.8e-6 after 3,000
 
 
 @pytest.mark.parametrize("late", ["onset", "hidden"])
@@ -260,7 +260,7 @@ def test_sora_keeps_the_ranks_of_a_signal_that_comes_late(steps, late):
     rank, excess = fit_low_rank_target(steps, sparse_lambda=3e-3, onset=steps // 3 if late == "onset" else 0,
                                        hidden=late == "hidden")  # fmt: skip
     assert rank in ((3, 4) if steps == 300 else (3,)), rank  # measured: 4 and 4 after 300 steps, 3 and 3 after 3,000
-    assert excess < 1e-3, excess  # measured: 2.8e-4 / 1.4e-4 after 300 steps, 6.3e-6 / 5.2e-6 after 3,000
+    assert excess < 1e-3, excess  # measured: 2.8e-4 / 1.4e-4 after 300 steps, 6.3e-6 / 5.4e-6 after 3,000
 
 
 def test_a_cut_rank_keeps_learning_in_the_directions_the_kept_ranks_do_not_span():
