@@ -151,22 +151,13 @@ def tiny_distilbert_model_dir(tmp_path_factory):
 def tiny_vocab_model(directory, randomise: bool, arch: str = "bert"):
     vocab = SPECIAL_TOKENS + CORPUS_WORDS + [",", ".", "="]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # the tiny shapes with this vocabulary, a wider feed-forward layer and no dropout
     if arch == "bert":
-        config = transformers.BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
+        config = transformers.BertConfig(**{**TINY_BERT, "vocab_size": len(vocab), "intermediate_size": 64},
+                                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
     else:
-        config = transformers.DistilBertConfig(
-            vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
-            dropout=0.0, attention_dropout=0.0,
-        )  # fmt: skip
+        config = transformers.DistilBertConfig(**{**TINY_DISTILBERT, "vocab_size": len(vocab), "hidden_dim": 64},
+                                               dropout=0.0, attention_dropout=0.0)  # fmt: skip
     torch.manual_seed(0)
     model = (transformers.BertForMaskedLM if arch == "bert" else transformers.DistilBertForMaskedLM)(config)
     save_hf(randomise_(model) if randomise else model, directory)
