@@ -4,10 +4,11 @@ schedule, so that only the method differs.
 
     python -m tests.benchmarks.adalora --budget 64 <train.py's flags: --model, --task or --train-file, ...>
 
-AdaLoRA (Zhang et al., ICLR 2023) writes each update in SVD form, ΔW = B diag(E) A (Eq. 1), and every
-`deltaT` steps zeroes the entries of E whose importance is lowest (Eq. 8-11: an EMA of |w ∇w| times its
-uncertainty) until the total rank left is the budget. The budget falls from init_r per module to the
-target on a cubic schedule (Eq. 12). The masks are recomputed each time, so a cut rank can come back.
+AdaLoRA (Zhang et al., ICLR 2023) writes each update in SVD form, ΔW = B diag(E) A (Section 3.1), and
+every `deltaT` steps zeroes the entries of E whose importance is lowest (Section 3.2: an EMA of |w ∇w|
+times its uncertainty) until the total rank left is the budget. The budget falls from init_r per module
+to the target on a cubic schedule (Section 3.3). The masks are recomputed each time, so a cut rank can
+come back.
 
 The same run as `train.py --method lora` with the same flags, but for the method:
   - the same batches (task.train_batch), learning rate (train.learning_rate: warm-up, then linear decay),
