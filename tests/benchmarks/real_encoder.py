@@ -306,6 +306,17 @@ def ranks_of(m: dict) -> list[int]:
     return [g["rank"] for g in m.get("sparse_lora_gates", m.get("ranks", []))]
 
 
+def lambda_table(task: str, steps: int, sweep: dict[float, dict], metric: str, label: str, fmt: str) -> list[str]:
+    """Sparse LoRA's λ sweep on one task: zero gates, ranks, exported size and the task's metric per λ."""
+    lines = ["", f"Sparse LoRA's λ on {task} (same {steps} steps; λ = 0 is the LoRA run):", "",
+             *table_head("λ", "zero gates", "effective ranks", "exported params", label)]  # fmt: skip
+    for lam in sorted(sweep):
+        m = sweep[lam]
+        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks_of(m) or 'all 8'} | "
+                     f"{m['exported_params']:,} | {format(m[metric], fmt)} |")  # fmt: skip
+    return lines
+
+
 def classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora) -> list[str]:
     def size(m):
         return f"{m['train_examples']:,} train / {m['validation_examples']:,} validation / {m['test_examples']:,} test"
@@ -332,17 +343,7 @@ def classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora) -> l
         for method, m in (("sparse_lora", ours["sparse_lora"]), ("adalora", adalora[name])):
             ranks = ranks_of(m)
             lines.append(f"| {title} | {method} | {sum(ranks)} | {ranks} | {m['test_accuracy']:.4f} |")
-    lines += [
-        "",
-        f"Sparse LoRA's λ on the early-onset task (same {args.steps} steps; λ = 0 is the LoRA run):",
-        "",
-        "| λ | zero gates | effective ranks | exported params | accuracy |",
-        "|---|---|---|---|---|",
-    ]
-    for lam in sorted(sweep):
-        m = sweep[lam]
-        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks_of(m) or 'all 8'} | "
-                     f"{m['exported_params']:,} | {m['test_accuracy']:.4f} |")  # fmt: skip
+    lines += lambda_table("the early-onset task", args.steps, sweep, "test_accuracy", "accuracy", ".4f")
     return lines
 
 
@@ -357,17 +358,7 @@ def mlm_tables(args, mlm, mlm_sweep, base_row) -> list[str]:
              f"| base | – | 0 | 0 | – | {float(base_row['test_perplexity']):.2f} | "
              f"{float(base_row['test_accuracy']):.4f} | – | – |"]  # fmt: skip
     lines += [row(mlm[m], columns) for m in MLM_METHODS]
-    lines += [
-        "",
-        f"Sparse LoRA's λ on masked LM (same {args.mlm_steps} steps; λ = 0 is the LoRA run):",
-        "",
-        "| λ | zero gates | effective ranks | exported params | test perplexity |",
-        "|---|---|---|---|---|",
-    ]
-    for lam in sorted(mlm_sweep):
-        m = mlm_sweep[lam]
-        lines.append(f"| {lam:g} | {m.get('zero_gate_share', 0):.2f} | {ranks_of(m) or 'all 8'} | "
-                     f"{m['exported_params']:,} | {m['test_perplexity']:.2f} |")  # fmt: skip
+    lines += lambda_table("masked LM", args.mlm_steps, mlm_sweep, "test_perplexity", "test perplexity", ".2f")
     return lines
 
 
