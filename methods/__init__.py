@@ -8,17 +8,28 @@
     methods.merge(model); methods.unmerge(model)      # fold the adapters into W0, and back exactly
     methods.merge_and_unload(model)                   # fold them in for good: the plain base architecture
 
-Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py,
-inject.py (choosing and replacing target modules), peft_format.py (adapter files).
+Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py, dora.py, qlora.py
+(a 4-bit base under LoRA or DoRA), full.py (full fine-tuning, the reference: no adapter), inject.py
+(choosing and replacing target modules), peft_format.py (adapter files).
 """
 
 from methods.base import AdapterError
-from methods.inject import METHODS, AdapterConfig, apply, count_parameters, merge, merge_and_unload, unmerge
+from methods.inject import (
+    METHODS,
+    QUANTISED,
+    AdapterConfig,
+    apply,
+    count_parameters,
+    merge,
+    merge_and_unload,
+    unmerge,
+)
 from methods.peft_format import load_adapter, save_adapter
 from methods.sora import gate_report, proximal_step, zero_gate_share
 
 __all__ = [
     "METHODS",
+    "QUANTISED",
     "AdapterConfig",
     "AdapterError",
     "apply",

@@ -8,7 +8,8 @@ translates between those names and ours.
 
 A sequence classifier's task head (BERT: `classifier`; DistilBERT: `pre_classifier` and `classifier`) is
 new, so it is trained in full next to the adapters, as PEFT's `modules_to_save` does. The method "head"
-trains that head alone, with no adapter: the linear-probe baseline that PEFT papers report.
+trains that head alone, with no adapter: the linear-probe baseline that PEFT papers report; "full" trains
+every weight, with no adapter either: the full fine-tuning reference (methods/full.py).
 """
 
 import inspect
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from methods.base import AdapterError, AdapterLinear, replace_module
+from methods.dora import DoRALinear
+from methods.full import train_everything
 from methods.hira import HiRALinear
 from methods.lora import LoRALinear
 from methods.qlora import quantize_linears
@@ -29,8 +32,18 @@ from minibert.weights import module_names
 from quant.linear4bit import Linear4bit
 from quant.nf4 import NF4Weight
 
-# method -> the wrapper it puts on each target layer; "head" puts none (only a classifier's head is trained)
-METHODS = {"lora": LoRALinear, "sparse_lora": SoRALinear, "hira": HiRALinear, "qlora": LoRALinear, "head": None}
+# method -> the wrapper it puts on each target layer; "head" and "full" put none (they train whole layers)
+METHODS = {
+    "lora": LoRALinear,
+    "sparse_lora": SoRALinear,
+    "hira": HiRALinear,
+    "dora": DoRALinear,
+    "qlora": LoRALinear,
+    "qdora": DoRALinear,
+    "head": None,
+    "full": None,
+}
+QUANTISED = ("qlora", "qdora")  # methods whose base is quantised to NF4 first (methods/qlora.py)
 DEFAULT_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}  # as in the LoRA paper: W_q, W_v
 
 
@@ -53,11 +66,17 @@ def apply(
     method: a key of METHODS. target_modules: HF module names (see module doc and find_targets); None takes
     the architecture's default. A classifier's task head is made trainable too (see module doc).
     options: method-specific hyper-parameters, e.g. sparse_lambda for "sparse_lora", or blocksize,
-    double_quant and compute_dtype for "qlora" (see methods/qlora.py).
+    double_quant and compute_dtype for "qlora" and "qdora" (see methods/qlora.py).
     """
     if method not in METHODS:
         raise AdapterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     head = trained_head(model)
+    if method == "full":
+        if options:
+            raise AdapterError(f"method 'full' has no options, got {sorted(options)}")
+        train_everything(model)
+        model.adapter_config = AdapterConfig(method, 0, 0.0, 0.0, [], {}, hf_module_names(model, head))
+        return model
     if method == "head":
         if not head:
             raise AdapterError("method 'head' trains a classification head; load the model with num_labels")
@@ -68,7 +87,7 @@ def apply(
         model.adapter_config = AdapterConfig(method, 0, 0.0, 0.0, [], {}, hf_module_names(model, head))
         return model
     cls = METHODS[method]
-    takes_options = quantize_linears if method == "qlora" else cls.__init__
+    takes_options = quantize_linears if method in QUANTISED else cls.__init__
     accepted = set(inspect.signature(takes_options).parameters) - {"self", "model", "base", "r", "alpha", "dropout"}
     unknown = set(options) - accepted
     if unknown:
@@ -78,7 +97,7 @@ def apply(
     targets = target_modules if target_modules is not None else DEFAULT_TARGETS[model.config.arch]
     layers = find_targets(model, targets)
     model.requires_grad_(False)
-    if method == "qlora":  # QLoRA is LoRA on a 4-bit base: quantise every linear layer first
+    if method in QUANTISED:  # QLoRA is LoRA on a 4-bit base (QDoRA: DoRA): quantise every linear layer first
         quantize_linears(model, **options)
         options = {}
     for name in layers:

@@ -21,6 +21,9 @@ config that adapts no layer), so that baseline is saved as head_model.safetensor
 under their transformers names ("classifier.weight", ...): each one is a parameter of a transformers
 classifier, `model.get_parameter(name)`, which raises for a name it does not have.
 
+DoRA is a LORA adapter with "use_dora": true and one more tensor per module, its magnitude m (out,):
+      base_model.model.bert.encoder.layer.0.attention.self.query.lora_magnitude_vector
+
 Sparse LoRA is written as a plain LoRA: each module's zero-gate ranks are cut out, g and alpha/r are
 folded into B, and the module's own rank goes into `rank_pattern` (its alpha into `alpha_pattern`,
 equal to the rank, so PEFT's scaling is 1). Modules whose gates are all zero are left out.
@@ -35,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from methods.base import AdapterError, replace_module
+from methods.dora import DoRALinear
 from methods.hira import HiRALinear
 from methods.inject import AdapterConfig, adapter_layers, find_targets, hf_module_names, train_head
 from methods.lora import LoRALinear
@@ -49,15 +53,16 @@ CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 HEAD_FILE = "head_model.safetensors"  # method "head": the classification head alone (see module doc)
 PEFT_HEAD_NAMES = ("classifier", "score")  # PEFT adds these to a SEQ_CLS config's modules_to_save itself
 PREFIX = "base_model.model."
-# Per peft_type: our factor's attribute name -> the end of its key in the file.
+# Per adapter kind: our factor's attribute name -> the end of its key in the file.
 FACTOR_KEYS = {
     "LORA": {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"},
+    "DORA": {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "lora_magnitude_vector": "lora_magnitude_vector"},
     "HIRA": {"hira_A": "hira_A", "hira_B": "hira_B"},
 }
 
 # Options of PEFT's configs that change the computation and are not implemented here: refused on load.
 UNSUPPORTED = {
-    "LORA": {"use_dora": False, "use_rslora": False, "bias": "none", "lora_bias": False, "fan_in_fan_out": False},
+    "LORA": {"use_rslora": False, "bias": "none", "lora_bias": False, "fan_in_fan_out": False},
     "HIRA": {"fan_in_fan_out": False},
 }
 UNSUPPORTED_IF_SET = ("layers_to_transform", "layers_pattern", "trainable_token_indices")
@@ -69,6 +74,8 @@ def save_adapter(model: Encoder, out_dir) -> Path:
     config = getattr(model, "adapter_config", None)
     if config is None:
         raise AdapterError("this model has no adapter to save; call methods.apply(model, ...) first")
+    if config.method == "full":
+        raise AdapterError("a fully fine-tuned model has no adapter: save the whole model (minibert.save)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_names = module_names(model)
@@ -104,15 +111,17 @@ def save_adapter(model: Encoder, out_dir) -> Path:
             "rank_pattern": rank_pattern,
         }
     else:
+        use_dora = config.method in ("dora", "qdora")
+        factor_keys = FACTOR_KEYS["DORA" if use_dora else "LORA"]
         target_modules = config.target_modules
         for hf, layer in layers.items():
             if isinstance(layer, SoRALinear):  # export the pruned adapter: rank nnz(g), scaling folded into B
                 factors, r, alpha = layer.pruned_lora(), layer.rank(), layer.rank()
             else:
-                factors, r, alpha = {"lora_A": layer.lora_A, "lora_B": layer.lora_B}, layer.r, layer.alpha
+                factors, r, alpha = {name: getattr(layer, name) for name in factor_keys}, layer.r, layer.alpha
             if r == 0:
                 continue  # every gate is zero: this module adds nothing
-            for factor, suffix in FACTOR_KEYS["LORA"].items():
+            for factor, suffix in factor_keys.items():
                 tensors[f"{PREFIX}{hf}.{suffix}"] = factors[factor]
             if r != config.r:
                 rank_pattern[hf] = r
@@ -137,7 +146,7 @@ def save_adapter(model: Encoder, out_dir) -> Path:
             "alpha_pattern": alpha_pattern,
             "bias": "none",
             "use_rslora": False,
-            "use_dora": False,
+            "use_dora": use_dora,
             "init_lora_weights": True,
         }
     save_tensors(out_dir / WEIGHTS_FILE, tensors)
@@ -177,6 +186,7 @@ def load_adapter(model: Encoder, directory) -> Encoder:
         if config.get(option):
             raise AdapterError(f"{directory / CONFIG_FILE}: {option} is not supported")
     _check_task(config, model, directory / CONFIG_FILE)
+    use_dora = peft_type == "LORA" and bool(config.get("use_dora"))
     r = config.get("r", 8)
     dropout = config.get("hira_dropout" if peft_type == "HIRA" else "lora_dropout", 0.0)
     alpha = config.get("lora_alpha", 8)
@@ -193,7 +203,7 @@ def load_adapter(model: Encoder, directory) -> Encoder:
         if peft_type == "HIRA":
             layer = HiRALinear(model.get_submodule(name), r=layer_r, alpha=alpha, dropout=dropout)
         else:
-            layer = LoRALinear(
+            layer = (DoRALinear if use_dora else LoRALinear)(
                 model.get_submodule(name),
                 r=layer_r,
                 alpha=_pattern(config.get("alpha_pattern"), hf, alpha),
@@ -201,9 +211,9 @@ def load_adapter(model: Encoder, directory) -> Encoder:
             )
         replace_module(model, name, layer)
     train_head(model, head)
-    method = "hira" if peft_type == "HIRA" else "lora"
+    method = "hira" if peft_type == "HIRA" else "dora" if use_dora else "lora"
     model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, {}, hf_module_names(model, head))
-    _load_tensors(model, directory / WEIGHTS_FILE, FACTOR_KEYS[peft_type])
+    _load_tensors(model, directory / WEIGHTS_FILE, FACTOR_KEYS["DORA" if use_dora else peft_type])
     return model
 
 

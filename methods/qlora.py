@@ -7,11 +7,11 @@ Section 3, Eq. 5:
 
 Every linear layer of the encoder (and the MLM head's transform, or BERT's frozen pooler) is replaced
 by a frozen quant.Linear4bit holding its weight in NF4 with double quantisation; LoRA then goes on the target
-modules exactly as in methods/lora.py. Gradients flow through the dequantised weights into the
-adapters, never into the 4-bit storage. Embeddings, LayerNorms and biases are not quantised: they
-keep the model's dtype (bf16 in the QLoRA recipe: load the model with dtype=torch.bfloat16). A
-classifier's task head, which is trained in full (minibert.classifier.trained_head), stays an
-nn.Linear in float32, like the LoRA factors.
+modules exactly as in methods/lora.py (method "qdora": DoRA, methods/dora.py, as PEFT allows on a 4-bit
+base). Gradients flow through the dequantised weights into the adapters, never into the 4-bit storage.
+Embeddings, LayerNorms and biases are not quantised: they keep the model's dtype (bf16 in the QLoRA
+recipe: load the model with dtype=torch.bfloat16). A classifier's task head, which is trained in full
+(minibert.classifier.trained_head), stays an nn.Linear in float32, like the LoRA factors.
 
 Merging into the 4-bit layer is refused: W0 + ΔW is no longer representable in 4 bits. `dequantize_linears`
 turns the base back into full-precision layers holding dequant(W0_nf4), which LoRA then merges into (merge.py):

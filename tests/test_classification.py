@@ -92,7 +92,7 @@ def peft_classifier(arch, directory, adapter_dir):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "hira", "sparse_lora", "qlora"])
+@pytest.mark.parametrize("method", ["lora", "hira", "sparse_lora", "qlora", "dora", "qdora"])
 def test_peft_loads_our_seq_cls_adapter(clf_dirs, arch, method, tmp_path):
     ours = minibert.from_pretrained(clf_dirs[arch], num_labels=2)
     methods.apply(ours, method, r=4, **({"sparse_lambda": 1.0} if method == "sparse_lora" else {}))
@@ -111,17 +111,19 @@ def test_peft_loads_our_seq_cls_adapter(clf_dirs, arch, method, tmp_path):
     theirs = peft_classifier(arch, clf_dirs[arch], tmp_path)
     reloaded = methods.load_adapter(minibert.from_pretrained(clf_dirs[arch], num_labels=2), tmp_path)
     assert max_diff(class_logits(reloaded, arch), class_logits(theirs, arch)) <= TOL
-    if method != "qlora":  # QLoRA's own base is 4-bit; the file goes on the full-precision base, as above
+    if method not in methods.QUANTISED:  # their own base is 4-bit; the file goes on the full-precision base
         assert max_diff(class_logits(reloaded, arch), class_logits(ours, arch)) <= TOL
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "hira", "dora"])
 def test_peft_seq_cls_adapter_loads_into_ours(clf_dirs, arch, method, tmp_path):
     targets = ["query", "value"] if arch == "bert" else ["q_lin", "v_lin"]
     extra = {} if arch == "bert" else {"modules_to_save": ["pre_classifier"]}
-    cls = peft.LoraConfig if method == "lora" else peft.HiraConfig
-    config = cls(task_type="SEQ_CLS", r=4, target_modules=targets, **extra)
+    if method == "hira":
+        config = peft.HiraConfig(task_type="SEQ_CLS", r=4, target_modules=targets, **extra)
+    else:
+        config = peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=targets, use_dora=method == "dora", **extra)
     theirs = randomise_adapters_(peft.get_peft_model(hf_classifier(arch, clf_dirs[arch]), config), seed=3).eval()
     theirs.save_pretrained(tmp_path)
     ours = methods.load_adapter(minibert.from_pretrained(clf_dirs[arch], num_labels=2), tmp_path)
@@ -209,7 +211,7 @@ def test_tiny_configs_are_what_the_fixtures_use():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "hira", "sparse_lora", "qlora"])
+@pytest.mark.parametrize("method", ["lora", "hira", "sparse_lora", "qlora", "dora", "qdora"])
 @pytest.mark.parametrize("num_labels", [3, 1])  # three classes; one output: regression
 def test_peft_loads_k_class_and_regression_adapters(legacy_bert_dir, distilbert_dir, arch, method, num_labels,
                                                     tmp_path):  # fmt: skip
@@ -231,5 +233,5 @@ def test_peft_loads_k_class_and_regression_adapters(legacy_bert_dir, distilbert_
         reloaded = methods.load_adapter(minibert.from_pretrained(directory, num_labels=num_labels), tmp_path)
     a, b = class_logits(reloaded, arch), class_logits(theirs, arch)
     assert a.shape == (3, num_labels) and max_diff(a, b) <= TOL
-    if method != "qlora":
+    if method not in methods.QUANTISED:
         assert max_diff(a, class_logits(ours, arch)) <= TOL

@@ -1,24 +1,32 @@
-"""LoRA, Sparse LoRA and HiRA: equal to the base model at step 0, equal to PEFT on the same adapter
-weights (in both directions through the adapter files), exact merge/unmerge, and SoRA's gates."""
+"""LoRA, Sparse LoRA, HiRA and DoRA: equal to the base model at step 0, equal to PEFT on the same adapter
+weights (in both directions through the adapter files; DoRA's gradients too), exact merge/unmerge, and SoRA's
+gates."""
 
+import copy
 import json
 import warnings
 
 import peft
 import pytest
 import torch
+import transformers
 
 import methods
 import minibert
+from methods.dora import DoRALinear
 from methods.hira import HiRALinear
 from methods.lora import LoRALinear
+from methods.qlora import dequantize_linears
 from methods.sora import SoRALinear
 from minibert.model import Bert
-from tests.conftest import hf_model
+from minibert.weights import module_names
+from quant.linear4bit import Linear4bit
+from tests.conftest import hf_model, save_hf
 from tests.test_parity import batch, max_diff
 
 TOL = 1e-5
 ARCHS = ["bert", "distilbert"]
+CLASSIFIER = {"bert": "BertForSequenceClassification", "distilbert": "DistilBertForSequenceClassification"}
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def peft_load(arch, adapter_dir):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "dora"])
 def test_step_zero_equals_base_model(dirs, arch, method):
     base = logits(minibert.from_pretrained(dirs[arch]), arch)
     adapted = methods.apply(minibert.from_pretrained(dirs[arch]), method, r=4, alpha=8)
@@ -63,7 +71,7 @@ def test_step_zero_equals_base_model(dirs, arch, method):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "hira", "dora"])
 def test_our_adapter_in_peft_gives_our_logits(dirs, arch, method, tmp_path):
     ours = randomise_adapters_(methods.apply(minibert.from_pretrained(dirs[arch]), method, r=4, alpha=8, dropout=0.1))
     methods.save_adapter(ours, tmp_path)
@@ -74,13 +82,12 @@ def test_our_adapter_in_peft_gives_our_logits(dirs, arch, method, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "hira", "dora"])
 def test_peft_adapter_loads_into_ours(dirs, arch, method, tmp_path):
     targets = ["query", "value", "dense"] if arch == "bert" else ["q_lin", "v_lin", "lin1"]
-    if method == "lora":
-        config = peft.LoraConfig(
-            r=4, lora_alpha=16, target_modules=targets, rank_pattern={targets[1]: 2}, alpha_pattern={targets[1]: 3}
-        )
+    if method in ("lora", "dora"):
+        config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=targets, rank_pattern={targets[1]: 2},
+                                 alpha_pattern={targets[1]: 3}, use_dora=method == "dora")  # fmt: skip
     else:  # PEFT 0.21.2's HiRA dispatcher ignores rank_pattern (it always uses config.r), so none here
         config = peft.HiraConfig(r=4, target_modules=targets)
     theirs = randomise_adapters_(peft.get_peft_model(hf_model(arch), config), seed=1).eval()
@@ -88,11 +95,14 @@ def test_peft_adapter_loads_into_ours(dirs, arch, method, tmp_path):
     ours = methods.load_adapter(minibert.from_pretrained(dirs[arch]), tmp_path)
     assert max_diff(logits(ours, arch), logits(theirs, arch)) <= TOL
     ranks = {layer.r for layer in ours.modules() if isinstance(layer, (LoRALinear, HiRALinear))}
-    assert ranks == ({2, 4} if method == "lora" else {4})  # rank_pattern honoured
+    assert ranks == ({4} if method == "hira" else {2, 4})  # rank_pattern honoured
+    assert ours.adapter_config.method == method and any(isinstance(m, DoRALinear) for m in ours.modules()) == (
+        method == "dora"
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "dora"])
 def test_merge_keeps_logits_and_unmerge_restores_exact_weights(dirs, arch, method):
     model = randomise_adapters_(methods.apply(minibert.from_pretrained(dirs[arch]), method, r=4))
     before_weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -119,7 +129,7 @@ def test_hira_update_is_high_rank_and_lora_is_not(dirs):
             assert rank <= r, rank
 
 
-@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira"])
+@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "dora"])
 def test_gradients_reach_only_the_adapters(dirs, method):
     model = methods.apply(minibert.from_pretrained(dirs["bert"]), method, r=4).train()
     input_ids, attention_mask, _, labels = batch(seed=2)
@@ -132,6 +142,91 @@ def test_gradients_reach_only_the_adapters(dirs, method):
         else:
             assert p.grad is None, name
     assert all(p.grad.abs().sum() > 0 for name, p in model.named_parameters() if name.endswith(("lora_B", "hira_B")))
+
+
+# ---- DoRA ----
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("head", ["mlm", "classification"])
+def test_dora_gradients_and_step_equal_peft(arch, head, tmp_path):
+    """The same DoRA weights in ours and in PEFT (through our file), training mode, dropout 0: the gradients
+    of every A, B and magnitude m, then one AdamW step, give the same numbers."""
+    cls = {"mlm": None, "classification": CLASSIFIER[arch]}[head]
+    model = hf_model(arch, cls, seed=4)
+    no_dropout = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                  "seq_classif_dropout")  # fmt: skip
+    for key in no_dropout:  # train mode, but the same numbers in both: no dropout anywhere
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+    directory = save_hf(model, tmp_path / "base")
+    num_labels = {"num_labels": 2} if head == "classification" else {}
+    ours = methods.apply(minibert.from_pretrained(directory, **num_labels), "dora", r=4, alpha=8, dropout=0.0)
+    randomise_adapters_(ours, seed=5)
+    with torch.no_grad():  # m near ||W0||_c, as in training, so that m / n is near 1
+        for layer in ours.modules():
+            if isinstance(layer, DoRALinear):
+                layer.lora_magnitude_vector.copy_(layer.weight_norm() * (1 + layer.lora_magnitude_vector))
+    methods.save_adapter(ours, tmp_path / "adapter")
+    base = transformers.AutoModelForSequenceClassification if head == "classification" else None
+    base = base or getattr(transformers, "BertForMaskedLM" if arch == "bert" else "DistilBertForMaskedLM")
+    base = base.from_pretrained(directory)
+    theirs = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter"), is_trainable=True)
+    input_ids, attention_mask, token_type_ids, mlm_labels = batch(seed=6)
+    segments = {"token_type_ids": token_type_ids} if arch == "bert" else {}
+    class_labels = torch.tensor([0, 1, 1])
+    ours.train()
+    theirs.train()
+    if head == "mlm":
+        ours.mlm_loss(input_ids, mlm_labels, attention_mask=attention_mask, **segments).backward()
+        theirs(input_ids, attention_mask=attention_mask, labels=mlm_labels, **segments).loss.backward()
+    else:
+        logits_ = ours(input_ids, attention_mask=attention_mask, **segments)
+        torch.nn.functional.cross_entropy(logits_, class_labels).backward()
+        theirs(input_ids, attention_mask=attention_mask, labels=class_labels, **segments).loss.backward()
+    hf_names = module_names(ours)
+    theirs_params = dict(theirs.named_parameters())
+    pairs = []
+    for name, layer in ours.named_modules():
+        if isinstance(layer, DoRALinear):
+            prefix = f"base_model.model.{hf_names[name]}"
+            for factor in ("lora_A", "lora_B", "lora_magnitude_vector"):  # PEFT's names too
+                pairs.append((getattr(layer, factor), theirs_params[f"{prefix}.{factor}.default.weight"]))
+    assert len(pairs) == 3 * 4  # query and value in 2 layers
+    for a, b in pairs:
+        assert a.grad is not None and a.grad.abs().max() > 0
+        assert max_diff(a.grad, b.grad) <= TOL * max(1.0, b.grad.abs().max().item())
+    optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for m in (ours, theirs)]
+    for optimizer in optimizers:
+        optimizer.step()
+    ours.eval()
+    theirs.eval()
+    if head == "mlm":
+        assert max_diff(logits(ours, arch), logits(theirs, arch)) <= TOL
+    else:
+        with torch.no_grad():
+            a = ours(input_ids, attention_mask=attention_mask, **segments)
+            b = theirs(input_ids, attention_mask=attention_mask, **segments).logits
+        assert max_diff(a, b) <= TOL
+
+
+def test_dora_on_a_4bit_base_is_dora_on_its_dequantised_weights(dirs):
+    """QDoRA: DoRA on the NF4 base equals DoRA on a full-precision base holding dequant(W_nf4); merging
+    into 4 bits is refused, as for QLoRA."""
+    quantised = methods.apply(minibert.from_pretrained(dirs["bert"]), "qdora", r=4, alpha=8)
+    randomise_adapters_(quantised, seed=7)
+    dequantised = dequantize_linears(copy.deepcopy(quantised))
+    assert any(isinstance(m, Linear4bit) for m in quantised.modules())
+    assert not any(isinstance(m, Linear4bit) for m in dequantised.modules())
+    assert max_diff(logits(quantised, "bert"), logits(dequantised, "bert")) <= TOL
+    assert max_diff(logits(quantised, "bert"), logits(minibert.from_pretrained(dirs["bert"]), "bert")) > 1e-2
+    with pytest.raises(methods.AdapterError, match="cannot merge into a Linear4bit"):
+        methods.merge(quantised)
+
+
+def test_dora_refuses_a_target_that_is_not_a_linear_layer(dirs):
+    with pytest.raises(methods.AdapterError, match=r"\['LayerNorm'\] match no linear layer"):
+        methods.apply(minibert.from_pretrained(dirs["bert"]), "dora", target_modules=["LayerNorm"])
 
 
 # ---- Sparse LoRA (SoRA) ----
@@ -367,8 +462,10 @@ def test_full_size_counts(hf_config, trainable, total, method):
 
 def test_bad_arguments_are_clear_errors(dirs):
     model = minibert.from_pretrained(dirs["bert"])
-    with pytest.raises(methods.AdapterError, match="unknown method 'dora'; choose one of lora, sparse_lora, hira"):
-        methods.apply(model, "dora")
+    with pytest.raises(methods.AdapterError, match="unknown method 'adalora'; choose one of lora, sparse_lora, hira"):
+        methods.apply(model, "adalora")
+    with pytest.raises(methods.AdapterError, match=r"method 'full' has no options, got \['sparse_lambda'\]"):
+        methods.apply(model, "full", sparse_lambda=1.0)
     with pytest.raises(methods.AdapterError, match="r must be a positive integer, got 0"):
         methods.apply(model, "lora", r=0)
     with pytest.raises(
@@ -405,8 +502,12 @@ def test_load_adapter_refuses_foreign_or_mismatched_files(dirs, tmp_path):
     with pytest.raises(methods.AdapterError, match=r"lora_A.weight has shape \(4, 32\), the config implies \(3, 32\)"):
         methods.load_adapter(minibert.from_pretrained(dirs["bert"]), tmp_path)
 
-    config_path.write_text(json.dumps({**config, "use_dora": True}))
-    with pytest.raises(methods.AdapterError, match="use_dora=True is not supported"):
+    config_path.write_text(json.dumps({**config, "use_rslora": True}))
+    with pytest.raises(methods.AdapterError, match="use_rslora=True is not supported"):
+        methods.load_adapter(minibert.from_pretrained(dirs["bert"]), tmp_path)
+
+    config_path.write_text(json.dumps({**config, "use_dora": True}))  # DoRA without its magnitudes
+    with pytest.raises(methods.AdapterError, match=r"missing \[.*lora_magnitude_vector"):
         methods.load_adapter(minibert.from_pretrained(dirs["bert"]), tmp_path)
 
     config_path.write_text(json.dumps({**config, "target_modules": ["key"]}))
