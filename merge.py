@@ -4,9 +4,11 @@
     # then, anywhere:  AutoModelForSequenceClassification.from_pretrained("merged/sst2-lora")
 
 The run's adapter is folded into the base weights, W = W0 + ΔW (PEFT's merge_and_unload): LoRA's
-(alpha/r) B A, Sparse LoRA's gated B diag(g) A (its pruned ranks add nothing), HiRA's W0 ⊙ (B A). A QLoRA
-run's base is 4-bit: it is first dequantised, W0 = dequant(W0_nf4), which is what the adapter was trained
-on (not the original fp32 weights; the card says so). The head trained in full is copied as it is.
+(alpha/r) B A, Sparse LoRA's gated B diag(g) A (its pruned ranks add nothing), HiRA's W0 ⊙ (B A), DoRA's
+m ⊙ (W0 + s B A) / ||W0 + s B A||_c - W0. A QLoRA (QDoRA) run's base is 4-bit: it is first dequantised,
+W0 = dequant(W0_nf4), which is what the adapter was trained on (not the original fp32 weights; the card
+says so). The head trained in full is copied as it is. A full fine-tuning run has nothing to merge (its
+directory already is such a checkpoint): it is copied, and the last line says so.
 
 OUT gets config.json (architectures, id2label/label2id from the run's classes, problem_type for regression),
 model.safetensors under transformers' names (minibert/save.py), the base model's tokenizer files and a
@@ -17,7 +19,6 @@ Exit codes: 0 done; 2 a bad run or OUT (one line); 4 OUT could not be written.
 """
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,12 +26,9 @@ import methods
 import tasks
 from methods.qlora import dequantize_linears
 from minibert.files import WriteError, write_directory_atomically, write_file
-from minibert.hub import fetch, model_files, read_json_object
-from minibert.save import save_pretrained
+from minibert.save import save_model_directory
 from train import USER_ERRORS
 from training.runs import RunError, load_run_model, read_run
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def parse_args(argv=None):
@@ -43,8 +41,8 @@ def parse_args(argv=None):
 def merged_model(run: dict):
     """The run's model with its adapter folded in for good: the plain base architecture (see the module doc)."""
     model = load_run_model(tasks.from_run(run), run, "cpu")
-    if run["method"] == "qlora":
-        dequantize_linears(model)  # W0 = dequant(W0_nf4), then LoRA merges into it
+    if run["method"] in methods.QUANTISED:
+        dequantize_linears(model)  # W0 = dequant(W0_nf4), then LoRA (DoRA) merges into it
     return methods.merge_and_unload(model)
 
 
@@ -52,18 +50,21 @@ def card(run: dict) -> str:
     dequantised = (
         "\n**The base weights are the NF4-dequantised ones the QLoRA adapter was trained on**, "
         "dequant(W0_nf4), not the original full-precision weights of the base model.\n"
-        if run["method"] == "qlora"
+        if run["method"] in methods.QUANTISED
         else ""
     )
     labels = ", ".join(run.get("label_names") or []) or "none (masked LM)"
     if run["task_kind"] == "regression":
         labels = "one score (regression)"
+    what = f"The adapter of the run `{run['run_dir']}` folded into {run['base_model']} (W = W0 + ΔW)"
+    method = f"{run['method']}, r = {run['hyperparameters']['r']}"
+    if run["method"] == "full":
+        what, method = f"The run `{run['run_dir']}`, {run['base_model']} with every weight fine-tuned", "full"
     return f"""# {run["base_model"]} + {run["method"]}, merged ({run["task"]})
 
-The adapter of the run `{run["run_dir"]}` folded into {run["base_model"]} (W = W0 + ΔW): a plain
-transformers model, no PEFT needed.{dequantised}
+{what}: a plain transformers model, no PEFT needed.{dequantised}
 - Task: {run.get("task_title", run["task"])}; labels: {labels}
-- Method: {run["method"]}, r = {run["hyperparameters"]["r"]}, trained {run["steps"]} steps
+- Method: {method}, trained {run["steps"]} steps
 - Load: `AutoModelForSequenceClassification.from_pretrained("path/to/this/directory")` (a masked-LM run:
   `AutoModelForMaskedLM`), or `minibert.from_pretrained("path/to/this/directory")`
 """
@@ -77,13 +78,9 @@ def main(argv=None) -> int:
             raise RunError(f"{out}: already exists and is not an empty directory; choose a new OUT")
         run = read_run(args.run_dir)
         model = merged_model(run)
-        base_config = read_json_object(model_files(run["base_model"]).config)
-        tokenizer_files = [path for name in TOKENIZER_FILES if (path := fetch(run["base_model"], name)) is not None]
 
         def fill(directory: Path):
-            save_pretrained(model, directory, base_config, run.get("label_names"))
-            for path in tokenizer_files:
-                write_file(directory / path.name, lambda target, source=path: shutil.copyfile(source, target))
+            save_model_directory(model, directory, run["base_model"], run.get("label_names"))
             write_file(directory / "README.md", lambda target: Path(target).write_text(card(run), encoding="utf-8"))
 
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +91,11 @@ def main(argv=None) -> int:
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 4
-    print(f"merged {args.run_dir} into {out}", file=sys.stderr)
+    if run["method"] == "full":
+        print(f"nothing to merge: {args.run_dir} is a full fine-tuning run (no adapter); copied it to {out}",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"merged {args.run_dir} into {out}", file=sys.stderr)
     return 0
 
 

@@ -6,11 +6,13 @@ or classification and regression (SST-2, IMDB, GLUE, or your CSV/TSV/JSONL/parqu
     python train.py --task rte --method hira                  # a GLUE task by name (cola, mrpc, qqp, stsb, mnli, ...)
     python train.py --method lora --train-file tickets.csv --test-file tickets-test.csv   # your files
     python train.py --task sst2 --method head                 # baseline: only the classification head
+    python train.py --task sst2 --method full                 # reference: every weight (lr 2e-5)
     torchrun --nproc_per_node 4 train.py --method hira        # data-parallel, the same script
 
 It writes to --output-dir (default runs/<method>-<task>-<model>):
     adapter_config.json, adapter_model.safetensors   the best adapter (PEFT format; a classifier's head
-                        included), or head_model.safetensors for --method head
+                        included), or head_model.safetensors for --method head, or for --method full
+                        the whole model: config.json, model.safetensors and the tokenizer (transformers')
     metrics.json        every measured number        train_log.jsonl   one line per logged step
     README.md           a model card with the measured values
     checkpoints/        the latest checkpoints, for --resume
@@ -46,6 +48,7 @@ import minibert
 import quant
 import tasks
 from minibert.files import WriteError, append_line, write_text
+from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
 from training.device import bf16_autocast
@@ -53,7 +56,18 @@ from training.distributed import all_reduce_sum, check_replicas_agree, setup_dis
 from training.progress import Progress
 from training.report import RunState, final_metrics
 
-DEFAULT_LR = 3e-4  # peak AdamW learning rate of every method but HiRA (methods.hira.DEFAULT_LR)
+DEFAULT_LR = 3e-4  # peak AdamW learning rate of every method but HiRA and full fine-tuning (their DEFAULT_LR)
+METHOD_LR = {"hira": methods.hira.DEFAULT_LR, "full": methods.full.DEFAULT_LR}
+ADAPTERS = tuple(name for name, wrapper in methods.METHODS.items() if wrapper is not None)
+METHOD_FLAGS = {  # flags that only some methods use: name -> (default, the methods that use it)
+    "r": (8, ADAPTERS),
+    "alpha": (16.0, tuple(name for name in ADAPTERS if name != "hira")),  # HiRA has no scaling
+    "dropout": (0.1, ADAPTERS),
+    "target_modules": (None, ADAPTERS),
+    "sparse_lambda": (methods.sora.DEFAULT_SPARSE_LAMBDA, ("sparse_lora",)),
+    "blocksize": (64, methods.QUANTISED),
+    "no_double_quant": (False, methods.QUANTISED),
+}
 USER_ERRORS = (minibert.LoadError, methods.AdapterError, data.DataError, quant.QuantError, ResumeError)
 FILE_FLAGS = ("validation_file", "test_file", "text_column", "text_pair_column", "label_column")
 
@@ -68,7 +82,8 @@ def parse_args(argv=None):
         "--method",
         required=True,
         choices=list(methods.METHODS),
-        help="the PEFT method to train; 'head' trains only a classifier's head (a baseline)",
+        help="the PEFT method to train; 'head' trains only a classifier's head (a baseline), 'full' every weight "
+        "(the reference); qdora is DoRA on the 4-bit base of qlora",
     )
     p.add_argument(
         "--task",
@@ -106,24 +121,26 @@ def parse_args(argv=None):
         type=float,
         default=None,
         help=f"peak learning rate of AdamW (default {DEFAULT_LR}; hira {methods.hira.DEFAULT_LR}: its update W0 ⊙ BA "
-        "is scaled by W0's small entries, see methods/hira.py)",
+        f"is scaled by W0's small entries, see methods/hira.py; full {methods.full.DEFAULT_LR}, as BERT's paper)",
     )
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on SoRA gates)")
     p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps before linear decay")
-    p.add_argument("--r", type=int, default=8, help="rank of the adapters (default 8)")
-    p.add_argument("--alpha", type=float, default=16, help="LoRA scaling numerator: update * alpha/r (default 16)")
-    p.add_argument("--dropout", type=float, default=0.1, help="dropout on the adapters' input (default 0.1)")
+    p.add_argument("--r", type=int, default=None, help="rank of the adapters (default 8)")
+    p.add_argument(
+        "--alpha", type=float, default=None, help="LoRA/DoRA scaling numerator: update * alpha/r (default 16)"
+    )
+    p.add_argument("--dropout", type=float, default=None, help="dropout on the adapters' input (default 0.1)")
     p.add_argument("--target-modules", default=None, help="comma-separated HF module names (default query,value)")
     p.add_argument(
         "--sparse-lambda",
         type=float,
-        default=methods.sora.DEFAULT_SPARSE_LAMBDA,
+        default=None,
         help="sparse_lora: L1 strength λ on the gates: a rank is kept while the loss gradient on its gate "
         f"reaches λ, on a short run and a long one alike (default {methods.sora.DEFAULT_SPARSE_LAMBDA}; "
         "0: no pruning). Pruning starts after --warmup-steps",
     )
-    p.add_argument("--blocksize", type=int, default=64, help="qlora: weights per NF4 scale (default 64)")
-    p.add_argument("--no-double-quant", action="store_true", help="qlora: keep the NF4 scales in fp32")
+    p.add_argument("--blocksize", type=int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)")
+    p.add_argument("--no-double-quant", action="store_true", default=None, help="qlora, qdora: NF4 scales in fp32")
     p.add_argument("--eval-every", type=int, default=500, help="validate every N steps (0: only at the end)")
     p.add_argument("--eval-batch-size", type=int, default=64, help="blocks or examples per evaluation batch")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: never)")
@@ -172,10 +189,24 @@ def check_output_dir(out_dir: Path) -> None:
         raise UsageError(f"--output-dir {out_dir}: cannot write there ({e.strerror or e}); choose another") from None
 
 
+def method_flags(args, say) -> None:
+    """The flags of METHOD_FLAGS: their defaults where left out and the method uses them, else None; one
+    line for those given that this method does not use (a warning: the run goes on)."""
+    unused = [name for name, (_, users) in METHOD_FLAGS.items() if args.method not in users]
+    given = [f"--{name.replace('_', '-')}" for name in unused if getattr(args, name) is not None]
+    if given:
+        say(f"warning: --method {args.method} does not use {', '.join(given)}; ignored")
+    for name, (default, _) in METHOD_FLAGS.items():
+        if name in unused:
+            setattr(args, name, None)
+        elif getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def method_options(args) -> dict:
     if args.method == "sparse_lora":
         return {"sparse_lambda": args.sparse_lambda}
-    if args.method == "qlora":
+    if args.method in methods.QUANTISED:
         return {"blocksize": args.blocksize, "double_quant": not args.no_double_quant}
     return {}
 
@@ -295,11 +326,11 @@ def load_model_and_data(args, task, device, say):
     """The base model with the task's head (bf16 for QLoRA on CUDA), the data tokenised (what was skipped
     said in a line), the method put in."""
     tokenizer = minibert.load_tokenizer(args.model)
-    qlora_on_cuda = args.method == "qlora" and device.type == "cuda"
+    qlora_on_cuda = args.method in methods.QUANTISED and device.type == "cuda"
     model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
     args.max_seq_len = args.max_seq_len or task.default_max_seq_len
     if args.lr is None:
-        args.lr = methods.hira.DEFAULT_LR if args.method == "hira" else DEFAULT_LR
+        args.lr = METHOD_LR.get(args.method, DEFAULT_LR)
     check_args(args, model.config)
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(tokenizer, args.data_dir, cache_dir, args.max_seq_len)
@@ -318,11 +349,12 @@ def run(args) -> int:
     is_main = rank == 0
     say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
     torch.manual_seed(args.seed)  # adapter initialisation and dropout
+    method_flags(args, say)
     task = build_task(args, say)
     out_dir = prepare_output_dir(args, task, is_main)
     model = load_model_and_data(args, task, device, say)
 
-    # -- optimisation: AdamW over the adapters; SoRA's gates without weight decay (they have their own L1), faster --
+    # -- optimisation: AdamW over what trains (the adapters, the head; all for full); SoRA's gates apart, faster --
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(methods.sora.param_groups(model, args.weight_decay), lr=args.lr)
     global_batch = args.batch_size * world
@@ -355,7 +387,7 @@ def run(args) -> int:
         if improves(result, state.best, task):
             state.best = {"step": state.step, **result}
             state.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-            methods.save_adapter(model, out_dir)
+            save_model(model, out_dir, args, task)
         best = " (best)" if state.best["step"] == state.step else ""
         progress.write(f"step {state.step}: validation {task.describe(result)}{best}")
         append_line(log_path, json.dumps({"step": state.step, "split": "validation", **result}))
@@ -435,6 +467,14 @@ def run(args) -> int:
     return 0
 
 
+def save_model(model, out_dir: Path, args, task) -> None:
+    """The adapter (PEFT's files), or for full fine-tuning the whole model: a transformers checkpoint."""
+    if args.method == "full":
+        save_model_directory(model, out_dir, args.model, task.label_names)
+    else:
+        methods.save_adapter(model, out_dir)
+
+
 def finish(args, task, model, state: RunState, device, world: int) -> None:
     """Restore the best adapter, save it, score it on the test split(s), write metrics.json and the card."""
     with torch.no_grad():
@@ -442,7 +482,7 @@ def finish(args, task, model, state: RunState, device, world: int) -> None:
             if p.requires_grad:
                 p.copy_(state.best_state[n])
     out_dir = Path(args.output_dir)
-    methods.save_adapter(model, out_dir)  # the best adapter, whichever checkpoint the run resumed from
+    save_model(model, out_dir, args, task)  # the best adapter, whichever checkpoint the run resumed from
     start = time.perf_counter()
     test_results = {split: task.evaluate(model, split, args.eval_batch_size, device) for split in task.test_splits}
     state.eval_time += time.perf_counter() - start

@@ -7,18 +7,23 @@ parameter of ours is written under the one checkpoint name that fills it. The ML
 embedding (tied), so it is not written twice: transformers ties it again on load, as its own
 save_pretrained does. The config is the base model's config.json with what the new head changes:
 `architectures`, and for a classifier `id2label` / `label2id` (the class names) and `problem_type`
-("single_label_classification", or "regression" for one output).
+("single_label_classification", or "regression" for one output). `save_model_directory` adds the base
+model's tokenizer files: a directory that `from_pretrained` loads whole (merge.py, and a full fine-tuning run).
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from minibert.classifier import BertClassifier
 from minibert.files import write_file
+from minibert.hub import fetch, model_files, read_json_object
 from minibert.model import Bert
 from minibert.weights import expand_names
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 ARCHITECTURES = {  # (arch, task) -> transformers' class
     ("bert", "mlm"): "BertForMaskedLM",
@@ -57,3 +62,12 @@ def save_pretrained(model: Bert | BertClassifier, directory, base_config: dict, 
     tensors = hf_state_dict(model)
     write_file(directory / "config.json", lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"))
     write_file(directory / "model.safetensors", lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+
+
+def save_model_directory(model: Bert | BertClassifier, directory, base_model: str, label_names=None) -> None:
+    """config.json, model.safetensors and `base_model`'s tokenizer files into `directory` (an existing one),
+    each file written atomically."""
+    save_pretrained(model, directory, read_json_object(model_files(base_model).config), label_names)
+    for name in TOKENIZER_FILES:
+        if (path := fetch(base_model, name)) is not None:
+            write_file(Path(directory) / name, lambda target, source=path: shutil.copyfile(source, target))

@@ -61,7 +61,7 @@ def ids_and_mask():
     return input_ids, mask
 
 
-CASES = [(method, head) for method in ("lora", "sparse_lora", "hira", "qlora", "head")
+CASES = [(method, head) for method in ("lora", "sparse_lora", "hira", "qlora", "dora", "qdora", "head", "full")
          for head in ("binary", "three", "regression", "mlm") if (method, head) != ("head", "mlm")]  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def test_merged_model_loads_in_transformers_with_our_logits(
         else:
             assert list(theirs.config.id2label.values()) == run["label_names"]
     card = (out / "README.md").read_text()
-    assert ("NF4-dequantised" in card) == (method == "qlora")
+    assert ("NF4-dequantised" in card) == (method in ("qlora", "qdora"))
 
 
 def test_merge_refuses_an_existing_directory_and_a_bad_run(tmp_path, capsys):

@@ -37,10 +37,11 @@ def read_log(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method, peak", [("hira", 3e-3), ("lora", 3e-4)])
+@pytest.mark.parametrize("method, peak", [("hira", 3e-3), ("lora", 3e-4), ("full", 2e-5)])
 def test_default_learning_rate_per_method(method, peak, tiny_model_dir, corpus, tmp_path):
-    """Without --lr, HiRA trains at methods.hira.DEFAULT_LR (its update is scaled by W0's small entries), every
-    other method at 3e-4; the run records the rate it used, and AdamW stepped with it."""
+    """Without --lr, HiRA trains at methods.hira.DEFAULT_LR (its update is scaled by W0's small entries), full
+    fine-tuning at methods.full.DEFAULT_LR (BERT's), every other method at 3e-4; the run records the rate it
+    used, and AdamW stepped with it."""
     args = train_args(tiny_model_dir, corpus, tmp_path / method, "--method", method, "--max-steps", "2",
                       "--eval-every", "0", "--save-every", "0", "--log-every", "1")  # fmt: skip
     i = args.index("--lr")
@@ -51,7 +52,7 @@ def test_default_learning_rate_per_method(method, peak, tiny_model_dir, corpus, 
     assert steps[-1]["lr"] == pytest.approx(peak * 2 / 5)  # step 1 of the 5 warm-up steps
 
 
-@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "qlora"])
+@pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "qlora", "dora", "qdora"])
 def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
     out = tmp_path / method
     args = ["--method", method, "--max-steps", "60", "--eval-every", "30", "--save-every", "30"]
@@ -200,10 +201,10 @@ def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
     out = tmp_path / "out"
     base = train_args(tiny_model_dir, corpus, out, "--max-steps", "2", "--eval-every", "0")
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--method", "dora", *base])
+        train.main(["--method", "adalora", *base])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'dora' (choose from 'lora', 'sparse_lora', 'hira', 'qlora', 'head')" in err
+    assert "invalid choice: 'adalora' (choose from 'lora', 'sparse_lora', 'hira', 'dora', 'qlora', 'qdora', 'head', 'full')" in err
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--model", str(tmp_path / "missing")],
                   "missing: no such directory")  # fmt: skip
     fails_cleanly(

@@ -7,7 +7,10 @@ METHOD_LINES = {
     "exact zeros by a proximal L1 step; saved as the pruned plain LoRA",
     "hira": "HiRA (Huang et al., ICLR 2025): h = W0 x + (W0 ⊙ B A) x",
     "qlora": "QLoRA (Dettmers et al., NeurIPS 2023): LoRA on an NF4 4-bit base",
+    "dora": "DoRA (Liu et al., ICML 2024): h = m ⊙ (W0 + (alpha/r) B A) x / ||W0 + (alpha/r) B A||_c",
+    "qdora": "QDoRA: DoRA (Liu et al., ICML 2024) on QLoRA's NF4 4-bit base",
     "head": "Classification head only (the linear-probe baseline): the encoder is frozen, no adapter",
+    "full": "Full fine-tuning (Devlin et al., NAACL 2019), the reference: every weight trained, no adapter",
 }
 
 
@@ -40,9 +43,11 @@ def model_card(m: dict) -> str:
             when = f"; gates judged {when}"
         sparsity = f"{100 * zero:.1f}% of gates exactly zero (λ = {h['sparse_lambda']}); ranks {ranks}{when}"
         extra = f"- **Sparsity:** {sparsity}\n"
-    if m["method"] == "qlora":
+    if m["method"] in ("qlora", "qdora"):
         extra = f"- **Quantisation:** NF4, block size {h['blocksize']}, double quant. {not h['no_double_quant']}\n"
-    if kind != "mlm":
+    if m["method"] == "full":
+        extra += "- **Checkpoints:** each holds the weights and AdamW's two moments of every parameter (3× the model)\n"
+    elif kind != "mlm":
         extra += f"- **Trained in full:** {', '.join(f'`{n}`' for n in m['modules_to_save'])} (the task head)\n"
     memory = (
         "peak GPU memory allocated" if m["peak_memory_kind"] == "cuda_max_allocated" else "peak RSS of the CPU process"
@@ -51,13 +56,17 @@ def model_card(m: dict) -> str:
     unit = f"blocks of {h['max_seq_len']} tokens" if kind == "mlm" else "examples"
     steps = f"{m['steps']} steps of {h['batch_size']} × {m['world_size']} {unit}"
     schedule = f"{h['warmup_steps']} warm-up steps, then linear decay"
-    adapter = "" if m["method"] == "head" else f"- **Rank (r):** {h['r']}\n- **Alpha:** {h['alpha']}\n" \
-        f"- **Target modules:** {targets}\n- **Dropout:** {h['dropout']}\n"  # fmt: skip
+    adapter = "" if m["method"] in ("head", "full") else f"- **Rank (r):** {h['r']}\n" \
+        + (f"- **Alpha:** {h['alpha']}\n" if h.get("alpha") is not None else "") \
+        + f"- **Target modules:** {targets}\n- **Dropout:** {h['dropout']}\n"  # fmt: skip
     pipeline = {"mlm": "fill-mask", "classification": "text-classification", "regression": "text-classification"}
     names = m.get("metric_names") or ["accuracy", "f1"]
+    saved = "model" if m["method"] == "full" else "adapter"
+    usage = full_usage(m, kind) if m["method"] == "full" else mlm_usage(m) if kind == "mlm" else \
+        classification_usage(m, kind)  # fmt: skip
     return f"""---
 base_model: {m["base_model"]}
-library_name: peft
+library_name: {"transformers" if m["method"] == "full" else "peft"}
 tags: [{m["method"]}, {pipeline[kind]}, {m["task"]}]
 datasets: [{m.get("dataset", m["task"])}]
 metrics: [{", ".join(names)}]
@@ -78,7 +87,7 @@ metrics: [{", ".join(names)}]
 | --- | --- |
 | Total parameters | {m["total_params"]:,} |
 | Trainable parameters | {m["trainable_params"]:,} ({m["trainable_percent"]:.3f}%) |
-| Saved adapter | {m["exported_params"]:,} parameters, {m["exported_file_bytes"] / 1e3:,.1f} kB |
+| Saved {saved} | {m["exported_params"]:,} parameters, {m["exported_file_bytes"] / 1e3:,.1f} kB |
 | Model size in memory | {m["model_size_mb"]:.1f} MB |
 {result_rows(m, kind, names)}| Training time | {m["train_time_s"]:.1f} s |
 | Training throughput | {m["train_samples_per_s"]:.1f} samples/s, {m["train_tokens_per_s"]:,.0f} tokens/s |
@@ -87,7 +96,7 @@ metrics: [{", ".join(names)}]
 
 {notes(m, kind)}
 ## Usage
-{mlm_usage(m) if kind == "mlm" else classification_usage(m, kind)}"""
+{usage}"""
 
 
 def result_rows(m: dict, kind: str, names: list[str]) -> str:
@@ -120,11 +129,20 @@ every method (15% of the tokens; 80% [MASK], 10% random, 10% unchanged).
 """
 
 
+def full_usage(m: dict, kind: str) -> str:
+    auto = "AutoModelForMaskedLM" if kind == "mlm" else "AutoModelForSequenceClassification"
+    example = "The capital of France is [MASK]." if kind == "mlm" else "This is a great movie!"
+    return f"""This directory is a whole transformers checkpoint (config.json, model.safetensors, the tokenizer):
+`{auto}.from_pretrained("path/to/this/directory")`, or with this project
+`minibert.from_pretrained("path/to/this/directory")`, or `python predict.py path/to/this/directory "{example}"`.
+"""
+
+
 def mlm_usage(m: dict) -> str:
     return f"""With PEFT (`transformers.AutoModelForMaskedLM`, `peft.PeftModel`):
 `PeftModel.from_pretrained(AutoModelForMaskedLM.from_pretrained("{m["base_model"]}"), "path/to/this/directory")`.
 With this project: `methods.load_adapter(minibert.from_pretrained("{m["base_model"]}"), "path/to/this/directory")`
-(for QLoRA, quantise the base first with `methods.qlora.quantize_linears`), or
+(for QLoRA and QDoRA, quantise the base first with `methods.qlora.quantize_linears`), or
 `python predict.py path/to/this/directory "The capital of France is [MASK]."`.
 """
 
@@ -160,6 +178,6 @@ With this project:
 ```python
 model = methods.load_adapter(minibert.from_pretrained("{m["base_model"]}", num_labels={n}), "path/to/this/directory")
 ```
-(for QLoRA, quantise the base first with `methods.qlora.quantize_linears`), or
+(for QLoRA and QDoRA, quantise the base first with `methods.qlora.quantize_linears`), or
 `python predict.py path/to/this/directory "{example}"`.
 """

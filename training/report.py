@@ -41,9 +41,10 @@ class RunState:
 
 
 def exported_adapter(out_dir: Path) -> dict:
-    """What the saved adapter holds (Sparse LoRA's is smaller than what was trained): parameters and bytes."""
-    path = out_dir / ("head_model.safetensors" if (out_dir / "head_model.safetensors").exists() else
-                      "adapter_model.safetensors")  # fmt: skip
+    """What the saved adapter holds (Sparse LoRA's is smaller than what was trained), or the saved head, or
+    a full fine-tuning run's whole model: parameters and bytes on disk."""
+    names = ("adapter_model.safetensors", "head_model.safetensors", "model.safetensors")
+    path = next(out_dir / name for name in names if (out_dir / name).exists())
     with safe_open(str(path), framework="pt") as f:
         params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
     return {"exported_params": params, "exported_file_bytes": path.stat().st_size}

@@ -30,10 +30,13 @@ def read_run(run_dir) -> dict:
 
 
 def load_run_model(task, run: dict, device):
-    """The base model with the task's head, quantised for a QLoRA run, with the run's adapter loaded
-    (none for a "base" row, which is the base model as it is)."""
+    """The base model with the task's head, quantised for a QLoRA (QDoRA) run, with the run's adapter loaded
+    (none for a "base" row, which is the base model as it is). A full fine-tuning run's directory holds
+    the whole model: it is loaded from there."""
+    if run["method"] == "full":
+        return task.load_model(run["run_dir"], dtype=None, device=device).eval()
     model = task.load_model(run["base_model"], dtype=None, device=device)
-    if run["method"] == "qlora":
+    if run["method"] in methods.QUANTISED:
         h = run["hyperparameters"]
         quantize_linears(model, blocksize=h["blocksize"], double_quant=not h["no_double_quant"])
     if run["method"] != "base":
