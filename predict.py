@@ -15,10 +15,11 @@ as evaluate.py builds it):
 A run trained on pairs takes a pair as one TEXT, "first [SEP] second", as BERT itself sees it; from a
 table, the two columns it was trained with.
 
---file reads .txt (one text per line), .csv, .tsv, .jsonl or .parquet (data/tables.py), or - for standard
-input (one text per line); the text (and pair) columns default to the run's, or --text-column and
---text-pair-column. The output (--output, CSV or JSON Lines by its extension; standard output as JSON
-Lines when left out) has one row per input row, in the input's order: the input's own columns, unchanged,
+--file reads .txt (one text per line; a table when --text-column names a column), .csv, .tsv, .jsonl or
+.parquet (data/tables.py), or - for standard input (one text per line); the text (and pair) columns
+default to the run's, or --text-column and --text-pair-column. The output (--output, CSV or JSON Lines by
+its extension; standard output as JSON Lines when left out) has one row per input row, in the input's
+order: the input's own columns, unchanged,
 then `prediction` (the label; the score; the top filler of each [MASK]), `probability` and one
 `probability_<label>` per class (masked LM: `top5`). Texts are batched by length inside and put back in
 order; the file is written whole or not at all. Bad input: one line, exit 2, nothing written.
@@ -91,10 +92,11 @@ def read_inputs(args, run: dict) -> tuple[list[dict], list[str], list[str] | Non
         where = [f"stdin line {i + 1}" for i, line in enumerate(lines) if line.strip()]
         column, pair_column = "text", None
     else:
-        table = data.read_table(args.file)
+        named = args.text_column is not None or args.text_pair_column is not None  # a .txt file is then a table
+        table = data.read_table(args.file, txt_is_table=named)
         rows = [dict(zip(table.columns, values, strict=True)) for values in zip(*table.columns.values(), strict=True)]
         where = [f"{table.path}: {table.where(i)}" for i in range(len(table))]
-        one_text = table.path.suffix.lower() == ".txt"
+        one_text = table.path.suffix.lower() in data.TEXT_FORMATS and not named
         column = "text" if one_text else args.text_column or run.get("text_column") or "text"
         pair_column = None if one_text else args.text_pair_column or run.get("text_pair_column")
         for name, flag in ((column, "--text-column"), (pair_column, "--text-pair-column")):

@@ -16,7 +16,7 @@ or your CSV/TSV/JSONL/parquet files for classification and regression.
 
 Files: files.py (hub or --data-dir), cache.py (token arrays on disk), wikitext.py (WikiText-2),
 blocks.py (tokenise and pack), masking.py (BERT's 80/10/10), labelled.py (labelled examples and the split
-policy), sentiment.py (SST-2, IMDB), glue.py (GLUE), tables.py (reading CSV/TSV/JSONL/parquet/txt),
+policy), sentiment.py (SST-2, IMDB), glue.py (GLUE), tables.py (reading CSV/TSV/JSONL/parquet/text),
 labels.py (class names, regression scores), user_files.py (--train-file and its columns), examples.py
 (one sequence per example, pairs), buckets.py (batches of similar length).
 """
@@ -30,7 +30,7 @@ from data.glue import GLUE
 from data.labelled import Dataset, Split, load_labelled
 from data.masking import IGNORE, MaskingVocab, eval_masks, mask_tokens, seed_of, seeded_generator
 from data.sentiment import SENTIMENT
-from data.tables import read_table
+from data.tables import TEXT_FORMATS, read_table
 from data.user_files import DataFiles
 from data.wikitext import SPLITS, load_wikitext
 
@@ -40,6 +40,7 @@ __all__ = [
     "DATASETS",
     "IGNORE",
     "SPLITS",
+    "TEXT_FORMATS",
     "DataError",
     "DataFiles",
     "Dataset",

@@ -1,4 +1,4 @@
-"""Reading a user's data file into named columns: .csv, .tsv, .jsonl, .parquet (and .txt, one text per line).
+"""Reading a user's data file into named columns: .csv, .tsv, .jsonl, .parquet (and text, one text per line).
 
 Real files are messy, and a reader that guesses silently loses or merges rows. The rules here, per format:
   .csv      RFC 4180 (Python's csv module, strict): a header row names the columns; a field holding a comma,
@@ -9,7 +9,10 @@ Real files are messy, and a reader that guesses silently loses or merges rows. T
             the next quote into one, silently.) A header row names the columns.
   .jsonl    one JSON object per line; the first object's keys are the columns.
   .parquet  the columns of the table.
-  .txt      one text per line (a document or paragraph; masked LM only): the single column "text".
+  .txt      one text per line (a document or paragraph; masked LM): the single column "text". WikiText's own
+            files, .raw and .tokens, are read the same way. A .txt file read as a table (train.py does
+            so when columns are named or the task has labels; MRPC ships as tab-separated .txt) is a TSV
+            if its first line holds a tab, else a CSV if it holds a comma.
 Every text format is UTF-8: a byte-order mark is dropped, CRLF line ends are read as LF, and invalid UTF-8
 is an error giving its byte offset. Blank lines are not rows. A row whose number of fields differs from
 the header is an error naming its line, so the number of rows read is the number of rows in the file.
@@ -27,7 +30,8 @@ import pyarrow.parquet as pq
 
 from data.files import DataError
 
-FORMATS = (".csv", ".tsv", ".jsonl", ".parquet", ".txt")
+TEXT_FORMATS = (".txt", ".raw", ".tokens")  # one text per line; .raw and .tokens: WikiText's file names
+FORMATS = (".csv", ".tsv", ".jsonl", ".parquet", *TEXT_FORMATS)
 
 
 @dataclass
@@ -53,8 +57,9 @@ class Table:
         return self.columns[name]
 
 
-def read_table(path) -> Table:
-    """Read a .csv, .tsv, .jsonl, .parquet or .txt file (see the module doc for the rules of each)."""
+def read_table(path, txt_is_table: bool = False) -> Table:
+    """Read a .csv, .tsv, .jsonl, .parquet or text file (see the module doc for the rules of each).
+    txt_is_table: a .txt file is a table (a header line, then rows) rather than one text per line."""
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -64,13 +69,27 @@ def read_table(path) -> Table:
     if suffix == ".parquet":
         return read_parquet(path)
     text = read_utf8(path)
-    if suffix == ".txt":
+    if suffix == ".txt" and txt_is_table:
+        suffix = delimiter_of(path, text)
+    if suffix in TEXT_FORMATS:
         rows = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
         if not rows:
             raise DataError(f"{path}: the file is empty (no line of text)")
         return Table(path, {"text": [line for _, line in rows]}, [number for number, _ in rows])
     rows = read_jsonl(path, text) if suffix == ".jsonl" else read_delimited(path, text, suffix)
-    return table_of(path, rows)
+    return table_of(path, rows, "tab" if suffix == ".tsv" else "comma")
+
+
+def delimiter_of(path: Path, text: str) -> str:
+    """ ".tsv" or ".csv": how a .txt table is read, from its first line (a tab, else a comma)."""
+    header = next((line for line in text.split("\n") if line.strip()), "")
+    if "\t" in header:
+        return ".tsv"
+    if "," in header:
+        return ".csv"
+    raise DataError(f"{path}: read as a table (its columns are named, or the task has labels), but its first line "
+                    f"({header[:60]!r}) has no tab or comma; a table's first line names its columns, e.g. "
+                    "sentence<TAB>label. For masked LM on plain text, leave out the column flags")  # fmt: skip
 
 
 def read_utf8(path: Path) -> str:
@@ -119,8 +138,9 @@ def read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def table_of(path: Path, rows: list) -> Table:
-    """Columns from (line, fields) rows: a header row then data (CSV/TSV), or one dict per row (JSON Lines)."""
+def table_of(path: Path, rows: list, kind: str) -> Table:
+    """Columns from (line, fields) rows: a header row then data (CSV/TSV: kind "comma" or "tab"), or one dict per
+    row (JSON Lines)."""
     if not rows:
         raise DataError(f"{path}: the file is empty")
     if isinstance(rows[0][1], dict):  # JSON Lines: every row must have the first row's keys
@@ -133,7 +153,6 @@ def table_of(path: Path, rows: list) -> Table:
     (header_line, header), data = rows[0], rows[1:]
     names = [name.strip() for name in header]
     check_header(path, names)
-    kind = "tab" if path.suffix.lower() == ".tsv" else "comma"
     for number, fields in data:
         if len(fields) != len(names):
             fix = "a TSV field cannot hold a tab" if kind == "tab" else 'quote a field that holds a comma: "a, b"'

@@ -7,8 +7,10 @@ Columns, when not named with --text-column / --text-pair-column / --label-column
                  sentence1, question, premise, question1. A named text column takes its partner above as
                  the pair if the file has it.
   label          label, else score.
-The kind of task (--task classification | regression | mlm), when left out: .txt -> mlm; else from the
-labels (data/labels.py): every label a number and one not an integer -> regression, otherwise classification.
+The kind of task (--task classification | regression | mlm), when left out: a text file (.txt, .raw, .tokens)
+with no column named -> mlm; else from the labels (data/labels.py): every label a number and one not an
+integer -> regression, otherwise classification. A .txt file is a table (data/tables.py) when a column is
+named or the task has labels: Microsoft ships MRPC as tab-separated .txt files.
 The split policy is data/labelled.py's: no --validation-file, a fixed slice of the training file (10%, at most
 2,000 rows; for masked LM, of its blocks); no --test-file, no test metrics.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from data import labels as L
 from data.files import DataError
 from data.labelled import Split, hold_out, make_split, texts_of, validation_size
-from data.tables import Table, read_table
+from data.tables import TEXT_FORMATS, Table, read_table
 
 PAIRS = [("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence")]
 TEXTS = ["sentence", "text", "sentence1", "question", "premise", "question1"]
@@ -76,13 +78,18 @@ def label_column(table: Table, files: DataFiles) -> str:
     return found
 
 
-def read_train(files: DataFiles) -> Table:
-    return read_table(files.train)
+def columns_named(files: DataFiles) -> bool:
+    return any(name is not None for name in (files.text_column, files.text_pair_column, files.label_column))
+
+
+def read_train(files: DataFiles, kind: str | None) -> Table:
+    """The training file; a .txt file as a table when a column is named or `kind` has labels."""
+    return read_table(files.train, txt_is_table=columns_named(files) or kind in ("classification", "regression"))
 
 
 def infer_kind(files: DataFiles, train: Table) -> str:
     """The kind of task the files are, when --task is left out (see the module doc)."""
-    if train.path.suffix.lower() == ".txt":
+    if train.path.suffix.lower() in TEXT_FORMATS and not columns_named(files):
         return "mlm"
     values = L.present_labels(train, label_column(train, files))
     return L.infer_kind(values)
@@ -127,17 +134,17 @@ def load_labelled_files(files: DataFiles, label_names, splits, train: Table | No
     for split in ("validation", "test"):
         path = getattr(files, split)
         if split in splits and path is not None:
-            result[split] = labelled_split(read_table(path), files, label_names)
+            result[split] = labelled_split(read_table(path, txt_is_table=True), files, label_names)
     return result
 
 
 def load_text_files(files: DataFiles, splits, train: Table | None = None) -> dict[str, dict]:
-    """{split: {"lines", "source"}} for masked LM: a .txt file's lines, or a table's text column."""
+    """{split: {"lines", "source"}} for masked LM: a text file's lines, or a table's text column."""
     result = {}
     for split, path in files.split_files().items():
         if split in splits or (split == "train" and "validation" in splits and files.validation is None):
-            table = train if split == "train" and train is not None else read_table(path)
-            column, _ = ("text", None) if table.path.suffix.lower() == ".txt" else text_columns(table, files)
+            table = train if split == "train" and train is not None else read_table(path, columns_named(files))
+            column, _ = text_columns(table, files)  # a text file's one column is "text"
             result[split] = {"lines": texts_of(table, column, "--text-column"), "source": str(table.path)}
     return result
 
@@ -162,7 +169,7 @@ class FileDataset:
 
     def load(self, data_dir, splits) -> dict[str, Split]:
         if self._train is None and ("train" in splits or "validation" in splits):
-            self._train = read_train(self.files)
+            self._train = read_train(self.files, "classification")
             self.text_column, self.pair_column = text_columns(self._train, self.files)
         return load_labelled_files(self.files, self.label_names, splits, self._train)
 

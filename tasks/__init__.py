@@ -40,15 +40,16 @@ def from_files(files: data.DataFiles, kind: str | None = None, label_names=None)
     come from the training file unless `label_names` gives them (a finished run's)."""
     train = None
     if kind is None or (kind == "classification" and label_names is None):
-        train = user_files.read_train(files)
+        train = user_files.read_train(files, kind)
     if kind is None:
         kind = user_files.infer_kind(files, train)
     if kind == "mlm":
+        unused = [flag for flag, value in (("--text-pair-column", files.text_pair_column),
+                                           ("--label-column", files.label_column)) if value is not None]  # fmt: skip
+        if unused:
+            raise DataError(f"{' and '.join(unused)}: masked LM reads one text column and no labels; leave it "
+                            "out, or pass --task classification or regression")  # fmt: skip
         return MaskedLM(user_files.TextFiles(files, train))
-    if files.train.lower().endswith(".txt"):
-        raise DataError(f"{files.train}: a .txt file has one text per line and no labels, so it can only be "
-                        f"masked-LM data (--task mlm); for {kind}, give a .csv, .tsv, .jsonl or .parquet file "
-                        "with a label column")  # fmt: skip
     if kind == "regression":
         return Regression(user_files.FileDataset(files, None, train))
     names = tuple(label_names) if label_names else user_files.class_names(files, train)

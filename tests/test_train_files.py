@@ -223,3 +223,71 @@ def test_predict_fills_every_mask_of_a_file(runs, tmp_path):
     for row in rows:
         for mask in row["top5"].split(" | "):
             assert re.fullmatch(r"(\S+ 0\.\d{3}, ){4}\S+ 0\.\d{3}", mask)  # five candidates, most likely first
+
+
+def mrpc_like(path, n: int, seed: int):
+    """A pair file laid out as Microsoft ships MRPC: tab-separated in a .txt, header `Quality  #1 ID  #2 ID
+    #1 String  #2 String`, and sentences with unbalanced double quotes, which a CSV-quoting reader would
+    merge with the rows after them."""
+    lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+    for i, (a, b, relation) in enumerate(pair_rows(n, seed)):
+        if i % 7 == 0:
+            a = '" ' + a  # an opening quote never closed
+        if i % 11 == 0:
+            b = b + ' "'
+        lines.append(f"{int(relation == 'same')}\t{2 * i}\t{2 * i + 1}\t{a}\t{b}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_tab_separated_txt_with_columns_is_a_pair_table(tiny_model_dir, tmp_path, capsys):
+    """MRPC as Microsoft ships it trains the pair classifier asked for, every pair read (4,076 / 1,725)."""
+    train_file, test_file = (
+        mrpc_like(tmp_path / "msr_paraphrase_train.txt", 4076, 0),
+        mrpc_like(tmp_path / "msr_paraphrase_test.txt", 1725, 1),
+    )
+    out = tmp_path / "mrpc"
+    argv = file_args(tiny_model_dir, out, "--train-file", str(train_file), "--test-file", str(test_file),
+                     "--text-column", "#1 String", "--text-pair-column", "#2 String", "--label-column", "Quality",
+                     "--max-steps", "2", "--eval-every", "0")  # fmt: skip
+    assert train.main(argv) == 0
+    assert "--task classification (inferred from" in capsys.readouterr().err
+    metrics = metrics_of(out)
+    assert metrics["task_kind"] == "classification" and metrics["text_pairs"] and metrics["label_names"] == ["0", "1"]
+    assert metrics["train_examples"] + metrics["validation_examples"] == 4076 and metrics["test_examples"] == 1725
+    # --task classification makes a .txt a table too, comma-separated here, its columns found by their names
+    texts, labels = sentiment_rows(100, 0)
+    commas = tmp_path / "reviews.txt"
+    commas.write_text("sentence,label\n" + "".join(f"{t},{y}\n" for t, y in zip(texts, labels, strict=True)))
+    argv = file_args(tiny_model_dir, tmp_path / "cls", "--train-file", str(commas), "--task", "classification",
+                     "--max-steps", "1", "--eval-every", "0")  # fmt: skip
+    assert train.main(argv) == 0
+    metrics = metrics_of(tmp_path / "cls")
+    assert metrics["label_names"] == ["0", "1"] and metrics["train_examples"] + metrics["validation_examples"] == 100
+
+
+def test_wikitext_file_names_are_text(files, tiny_model_dir, tmp_path):
+    """wiki.train.raw (WikiText-2-raw) and wiki.test.tokens (the tokenised variant): one text per line."""
+    raw, tokens = tmp_path / "wiki.train.raw", tmp_path / "wiki.test.tokens"
+    raw.write_bytes(files["notes.txt"].read_bytes())
+    tokens.write_bytes(files["notes-test.txt"].read_bytes())
+    out = tmp_path / "wiki"
+    argv = file_args(tiny_model_dir, out, "--task", "mlm", "--train-file", str(raw), "--test-file", str(tokens),
+                     "--max-steps", "2", "--eval-every", "0")  # fmt: skip
+    assert train.main(argv) == 0
+    metrics = metrics_of(out)
+    assert metrics["task_kind"] == "mlm" and "test_perplexity" in metrics
+    i = argv.index("--task")
+    assert train.main(argv[:i] + argv[i + 2 :] + ["--output-dir", str(tmp_path / "inferred")]) == 0  # inferred
+    assert metrics_of(tmp_path / "inferred")["task_kind"] == "mlm"
+
+
+def test_flags_that_cannot_apply_are_one_line(files, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    fails_cleanly(capsys, train.main, file_args(tiny_model_dir, out, "--train-file", str(files["notes.txt"]),
+                                                "--task", "mlm", "--label-column", "label"),
+                  "--label-column: masked LM reads one text column and no labels")  # fmt: skip
+    fails_cleanly(capsys, train.main, file_args(tiny_model_dir, out, "--train-file", str(files["notes.txt"]),
+                                                "--task", "classification"),
+                  "read as a table (its columns are named, or the task has labels), but its first line")  # fmt: skip
+    assert not out.exists() or not any(out.iterdir())
