@@ -27,7 +27,8 @@ every --save-every steps. At the end the best adapter is scored on the test spli
 Exit codes: 0 done; 2 a usage or input mistake (one line on stderr); 3 the loss became NaN or infinite;
 4 a file could not be written (disk full, no permission, read-only): the line names the file and the last
 good checkpoint, and --resume continues from it once the cause is fixed; 130 interrupted (Ctrl-C or
-SIGTERM), with a checkpoint to --resume from. Every file is written atomically (complete or absent).
+SIGTERM) at any moment: in the loop a checkpoint is saved to --resume from; before or after it, one line
+says so. Every file is written atomically (complete or absent), metrics.json last.
 """
 
 import argparse
@@ -92,7 +93,12 @@ def parse_args(argv=None):
         help="wikitext2: masked LM on WikiText-2 (the default); sst2, imdb: sentiment; cola, mrpc, qqp, stsb, mnli, "
         "qnli, rte: GLUE. With --train-file: classification, regression or mlm (default: inferred from the file)",
     )
-    p.add_argument("--train-file", default=None, help="your training data: .csv, .tsv, .jsonl, .parquet (.txt: mlm)")
+    p.add_argument(
+        "--train-file",
+        default=None,
+        help="your training data: .csv, .tsv, .jsonl, .parquet; .txt, .raw, .tokens: text for mlm (a .txt with "
+        "column flags or --task classification/regression is a table, tab- or comma-separated)",
+    )
     p.add_argument("--validation-file", default=None, help="your validation data (default: a fixed 10%% of train)")
     p.add_argument("--test-file", default=None, help="your test data (default: none, no test metrics)")
     p.add_argument("--text-column", default=None, help="column of the text (default: sentence, text, sentence1, ...)")
@@ -245,8 +251,14 @@ def wrap_objective(objective: Objective, args, world: int, device):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM like Ctrl-C
     try:
         return run(args)
+    except KeyboardInterrupt:  # before the loop (loading, tokenising) or after it (testing, writing results)
+        good = latest_intact(Path(args.output_dir)) if args.output_dir else None
+        resume = f"continue from {good} with the same command plus --resume" if good else "run the command again"
+        print(f"interrupted: nothing is half-written; {resume}", file=sys.stderr)
+        return 130
     except (UsageError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -255,6 +267,8 @@ def main(argv=None) -> int:
         resume = f"resume from {good} by rerunning the same command with --resume" if good else "no checkpoint yet"
         print(f"error: {e}. Free the space (or fix the permissions); {resume}", file=sys.stderr)
         return 4
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def check_method(args, task):
@@ -302,7 +316,7 @@ def build_task(args, say):
     if args.task is None:
         kind = tasks.kind_of(task)
         why = {
-            "mlm": "a .txt file is text",
+            "mlm": "a text file, no column named",
             "regression": "every label is a number, some not integers",
             "classification": f"{len(task.label_names or ())} classes: {', '.join(task.label_names or ())}",
         }[kind]
@@ -394,7 +408,6 @@ def run(args) -> int:
 
     # -- the training loop --
     interrupted = False
-    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM like Ctrl-C
     try:
         while state.step < total_steps:
             step, start = state.step, time.perf_counter()
@@ -449,7 +462,6 @@ def run(args) -> int:
         print(f"error: {e}; stopping. The last good checkpoint is kept in {out_dir / 'checkpoints'}", file=sys.stderr)
         return 3
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         progress.close()
     if interrupted:
         checkpoint()
@@ -487,8 +499,8 @@ def finish(args, task, model, state: RunState, device, world: int) -> None:
     test_results = {split: task.evaluate(model, split, args.eval_batch_size, device) for split in task.test_splits}
     state.eval_time += time.perf_counter() - start
     metrics = final_metrics(args, task, model, state, test_results, device, world)
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(out_dir / "README.md", model_card(metrics))
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: it marks the run finished
     scored = "; ".join(f"{split} {task.describe(result)}" for split, result in test_results.items())
     print(f"{scored or 'no test file: no test metrics'}; results in {out_dir}", file=sys.stderr)
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import data
 import evaluate
+import minibert
 import train
 from tests.test_loading import ROOT
 
@@ -107,9 +109,18 @@ def test_evaluate_compares_runs_with_the_base_model(tiny_model_dir, corpus, tmp_
     assert float(base_row["test_perplexity"]) > lora["test_perplexity"]  # fine-tuning helped
 
 
-def run_cli(*argv, timeout=300):
+def run_cli(*argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, cwd=ROOT)
+
+
+def wait_for(happened, process) -> None:
+    """Wait until happened() is true, however long a loaded machine takes; fail if the process ends first."""
+    while not happened():
+        if process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else ""
+            pytest.fail(f"the process ended (code {process.returncode}) before the awaited event: {stderr}")
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("task", ["wikitext2", "sst2"])
@@ -130,9 +141,7 @@ def test_resume_after_sigkill_is_bit_identical(task, tiny_model_dir, corpus, sen
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "train.py", *args(killed)], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while not list((killed / "checkpoints").glob("step-0000006*")) and time.time() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: list((killed / "checkpoints").glob("step-0000006*")), process)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL  # it really died mid-run
     assert not (killed / "metrics.json").exists()
@@ -159,14 +168,52 @@ def test_ctrl_c_saves_a_checkpoint(tiny_model_dir, corpus, tmp_path):
     argv = [sys.executable, "train.py", *train_args(tiny_model_dir, corpus, out, "--method", "lora",
                                                     "--max-steps", "100000", "--save-every", "0")]  # fmt: skip
     process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "train_log.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for((out / "train_log.jsonl").exists, process)  # in the loop: step 5 was logged
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate()
     assert process.returncode == 130, stderr
     assert "checkpoint saved; continue with the same command plus --resume" in stderr and "Traceback" not in stderr
     assert len(list((out / "checkpoints").glob("step-*"))) == 1
+
+
+def interrupt_at(monkeypatch, module, name: str, sig: int):
+    """Make `module.name` send `sig` to this process as it is called: a Ctrl-C (SIGINT) or a SIGTERM that
+    arrives at exactly that moment of the run, whatever the machine's speed."""
+    original = getattr(module, name)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, signalled)
+
+
+@pytest.mark.parametrize(
+    "moment, sig",
+    [("loading the tokenizer", signal.SIGINT), ("tokenising", signal.SIGTERM), ("the first step", signal.SIGINT),
+     ("the metrics", signal.SIGTERM), ("writing the card", signal.SIGINT)],
+)  # fmt: skip
+def test_an_interrupt_at_any_moment_is_one_line_and_exit_130(moment, sig, tiny_model_dir, sentiment, tmp_path,
+                                                             capsys, monkeypatch):  # fmt: skip
+    where = {"loading the tokenizer": (minibert, "load_tokenizer"), "tokenising": (data, "encode_examples"),
+             "the first step": (torch.nn.utils, "clip_grad_norm_"), "the metrics": (train, "final_metrics"),
+             "writing the card": (train, "model_card")}  # fmt: skip
+    interrupt_at(monkeypatch, *where[moment], sig)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    args = train_args(tiny_model_dir, {"text": sentiment["sst2"]}, out, "--method", "lora", "--task", "sst2",
+                      "--max-steps", "6", "--save-every", "3", "--eval-every", "3")  # fmt: skip
+    assert train.main(args) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert not (out / "metrics.json").exists() and not list(out.rglob(".*.tmp"))  # nothing half-written
+    if moment == "the first step":  # in the loop: a checkpoint to resume from
+        assert "checkpoint saved; continue with the same command plus --resume" in err
+    elif moment in ("the metrics", "writing the card"):  # after the loop: the last checkpoint is named
+        assert f"continue from {out / 'checkpoints' / 'step-00000006'} with the same command plus --resume" in err
+    else:
+        assert "nothing is half-written; run the command again" in err
+    assert signal.getsignal(signal.SIGTERM) is handler  # main() put the handler back
 
 
 @pytest.mark.parametrize("task", ["wikitext2", "sst2"])
@@ -204,7 +251,8 @@ def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
         train.main(["--method", "adalora", *base])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'adalora' (choose from 'lora', 'sparse_lora', 'hira', 'dora', 'qlora', 'qdora', 'head', 'full')" in err
+    choices = "'lora', 'sparse_lora', 'hira', 'dora', 'qlora', 'qdora', 'head', 'full'"
+    assert f"invalid choice: 'adalora' (choose from {choices})" in err
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--model", str(tmp_path / "missing")],
                   "missing: no such directory")  # fmt: skip
     fails_cleanly(
