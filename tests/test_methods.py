@@ -149,9 +149,12 @@ def test_gradients_reach_only_the_adapters(dirs, method):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("head", ["mlm", "classification"])
-def test_dora_gradients_and_step_equal_peft(arch, head, tmp_path):
-    """The same DoRA weights in ours and in PEFT (through our file), training mode, dropout 0: the gradients
-    of every A, B and magnitude m, then one AdamW step, give the same numbers."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_dora_gradients_and_step_equal_peft(arch, head, dropout, tmp_path):
+    """The same DoRA weights in ours and in PEFT (through our file), training mode: the gradients of every A,
+    B and magnitude m, then one AdamW step, give the same numbers. With adapter dropout, the same random
+    masks (the same seed, drawn in the same order) give the same numbers too: W0 x' is taken on the
+    dropped-out input in both, as the paper's code does."""
     cls = {"mlm": None, "classification": CLASSIFIER[arch]}[head]
     model = hf_model(arch, cls, seed=4)
     no_dropout = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
@@ -161,7 +164,7 @@ def test_dora_gradients_and_step_equal_peft(arch, head, tmp_path):
             setattr(model.config, key, 0.0)
     directory = save_hf(model, tmp_path / "base")
     num_labels = {"num_labels": 2} if head == "classification" else {}
-    ours = methods.apply(minibert.from_pretrained(directory, **num_labels), "dora", r=4, alpha=8, dropout=0.0)
+    ours = methods.apply(minibert.from_pretrained(directory, **num_labels), "dora", r=4, alpha=8, dropout=dropout)
     randomise_adapters_(ours, seed=5)
     with torch.no_grad():  # m near ||W0||_c, as in training, so that m / n is near 1
         for layer in ours.modules():
@@ -177,13 +180,27 @@ def test_dora_gradients_and_step_equal_peft(arch, head, tmp_path):
     class_labels = torch.tensor([0, 1, 1])
     ours.train()
     theirs.train()
-    if head == "mlm":
-        ours.mlm_loss(input_ids, mlm_labels, attention_mask=attention_mask, **segments).backward()
-        theirs(input_ids, attention_mask=attention_mask, labels=mlm_labels, **segments).loss.backward()
-    else:
-        logits_ = ours(input_ids, attention_mask=attention_mask, **segments)
-        torch.nn.functional.cross_entropy(logits_, class_labels).backward()
-        theirs(input_ids, attention_mask=attention_mask, labels=class_labels, **segments).loss.backward()
+    losses = []
+    for model in (ours, theirs):
+        torch.manual_seed(0)  # the same dropout masks
+        if head == "mlm" and model is ours:
+            loss = ours.mlm_loss(input_ids, mlm_labels, attention_mask=attention_mask, **segments)
+        elif model is ours:
+            loss = torch.nn.functional.cross_entropy(ours(input_ids, attention_mask=attention_mask, **segments),
+                                                     class_labels)  # fmt: skip
+        else:
+            labels = mlm_labels if head == "mlm" else class_labels
+            loss = theirs(input_ids, attention_mask=attention_mask, labels=labels, **segments).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], abs=TOL)
+    with torch.no_grad():  # dropout really took part
+        ours.eval()
+        clean = ours.mlm_loss(input_ids, mlm_labels, attention_mask=attention_mask, **segments) if head == "mlm" \
+            else torch.nn.functional.cross_entropy(ours(input_ids, attention_mask=attention_mask, **segments),
+                                                   class_labels)  # fmt: skip
+        ours.train()
+    assert (abs(clean.item() - losses[0]) > 1e-4) == (dropout > 0)
     hf_names = module_names(ours)
     theirs_params = dict(theirs.named_parameters())
     pairs = []

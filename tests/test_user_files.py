@@ -219,6 +219,6 @@ def test_bad_labels_and_bytes(tmp_path):
     )
     with pytest.raises(DataError, match=message):
         tasks.from_files(missing)
-    with pytest.raises(DataError, match=r"a .txt file has one text per line and no labels"):
+    with pytest.raises(DataError, match=r"t.txt: read as a table .*, but its first line \('a'\) has no tab or comma"):
         (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")
         tasks.from_files(data.DataFiles(str(tmp_path / "t.txt")), "classification")

@@ -54,9 +54,9 @@ def sync(device):
 
 
 def adapted(directory: str, method: str, device, compile_model: bool):
-    dtype = torch.bfloat16 if method == "qlora" and device.type == "cuda" else None  # the QLoRA recipe
+    dtype = torch.bfloat16 if method in methods.QUANTISED and device.type == "cuda" else None  # the QLoRA recipe
     model = minibert.from_pretrained(directory, dtype=dtype, device=device)
-    methods.apply(model, method, r=8, alpha=16, dropout=0.1)
+    methods.apply(model, method, **({} if method == "full" else {"r": 8, "alpha": 16, "dropout": 0.1}))
     return torch.compile(model) if compile_model else model
 
 
@@ -130,7 +130,7 @@ def main():
             print(f"[{arch}] inference (masked-LM loss, batch 256): {256 / statistics.median(times):,.0f} samples/s")
             del base
 
-            for method in ("lora", "sparse_lora", "hira", "qlora"):
+            for method in ("lora", "sparse_lora", "hira", "qlora", "dora", "qdora", "full"):
                 model = adapted(directory, method, device, False)
                 train_steps_per_s(model, b16, device, 3)
                 peak = torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else float("nan")
