@@ -58,15 +58,13 @@ class DoRALinear(LoRALinear):
             return h
         scale = self.lora_magnitude_vector / self.weight_norm()  # m / n: (out,)
         bias = 0.0 if self.base.bias is None else self.base.bias
-        if isinstance(self.dropout, nn.Identity) or not self.training:  # x' = x: W0 x is h - b
-            w0_x = (h - bias).to(scale.dtype)  # (..., out)
-            x_drop = x.to(self.lora_A.dtype)
+        if isinstance(self.dropout, nn.Identity) or not self.training:  # x' = x: W0 x' is h less its bias
+            x_drop, w0_x = x, h - bias
         else:
             x_drop = self.dropout(x)
-            w0_x = (self.base(x_drop) - bias).to(scale.dtype)  # W0 x'   (..., out)
-            x_drop = x_drop.to(self.lora_A.dtype)
-        lora = (x_drop @ self.lora_A.T) @ self.lora_B.T * self.scaling  # s B A x': (..., in) -> (..., r) -> (..., out)
-        update = (scale - 1) * w0_x + scale * lora  # (m/n - 1) ⊙ W0 x' + (m/n) ⊙ s B A x'
+            w0_x = self.base(x_drop) - bias  # W0 x': one more matmul with W0   (..., out)
+        lora = super().update(x_drop)  # s B A x'   (..., out)
+        update = (scale - 1) * w0_x.to(scale.dtype) + scale * lora  # (m/n - 1) ⊙ W0 x' + (m/n) ⊙ s B A x'
         return h + update.to(h.dtype)
 
     def delta_weight(self):
