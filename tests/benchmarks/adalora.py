@@ -77,6 +77,7 @@ def say(line: str) -> None:
 
 def run(budget: int, args) -> dict:
     torch.manual_seed(args.seed)
+    train.method_flags(args, say)  # LoRA's defaults for --r, --alpha, --dropout when left out
     task = train.build_task(args, say)
     args.max_seq_len = args.max_seq_len or task.default_max_seq_len
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
