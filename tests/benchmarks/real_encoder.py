@@ -1,5 +1,6 @@
-"""Every method at work on a real pretrained encoder, on this CPU: the tables of docs/results.md ("Results
-on a real pretrained encoder") and its four figures, from one command.
+"""Every method on the stand-in tasks and masked LM, on a real pretrained encoder, on this CPU: the tables
+of docs/sparse_lora.md ("Every method on the stand-in tasks and masked LM") and four figures, from one
+command. The GLUE comparison is tests/benchmarks/glue_suite.py.
 
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens           # everything (under 45 min, 2 cores)
     python -m tests.benchmarks.real_encoder --text wiki.valid.tokens --quick   # a few steps of each, to check it runs
@@ -11,9 +12,8 @@ these are CPU runs of a few hundred steps: the figures show how the methods beha
 not the published comparison's numbers.
 
 Tasks (all built from real WikiText-2 text, the file given with --text):
-  early onset     SST-2 when --sst2-dir holds its parquet files; otherwise real sentences against the
-                  same words shuffled (tests/benchmarks/shuffled_sentences.py): only an encoder that
-                  knows word order separates them. The loss falls from the first steps.
+  early onset     real sentences against the same words shuffled (tests/benchmarks/shuffled_sentences.py):
+                  only an encoder that knows word order separates them. The loss falls from the first steps.
   late onset      next-sentence pairs (tests/benchmarks/real_files.py): does the second sentence follow
                   the first? At the card's settings LoRA's loss stays at chance (0.69) for ~200 steps.
   masked LM       the same text cut 80/10/10 into train/valid/test. MiniLM ships without an MLM head, so
@@ -321,9 +321,9 @@ def classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora) -> l
     def size(m):
         return f"{m['train_examples']:,} train / {m['validation_examples']:,} validation / {m['test_examples']:,} test"
 
-    early_title = "SST-2" if args.sst2_dir else "real WikiText-2 sentences vs the same words shuffled"
-    lines = [f"Early onset, classification: {early_title} ({size(clf['lora'])} examples), {args.steps} steps of 16, "
-             "card settings:", "", *table_head(*CLF_HEAD)]  # fmt: skip
+    lines = [f"Early onset, classification: real WikiText-2 sentences vs the same words shuffled "
+             f"({size(clf['lora'])} examples), {args.steps} steps of 16, card settings:", "",
+             *table_head(*CLF_HEAD)]  # fmt: skip
     lines += [row(clf[m], CLF_COLUMNS) for m in METHODS] + [row(hira_at_lora_lr, CLF_COLUMNS)]
     lines += ["", f"Late onset, next-sentence pairs from the same text ({size(late['lora'])} pairs; LoRA's loss stays "
               f"at chance for about 200 steps), {args.late_steps} steps of 16, card settings:", "",
@@ -370,7 +370,6 @@ def main():
         required=True,
         help="WikiText-2 text to build the tasks from (a wiki.*.raw or wiki.*.tokens file)",
     )
-    p.add_argument("--sst2-dir", type=Path, default=None, help="SST-2's parquet files, if you have them")
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -390,8 +389,8 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     runs = work / ("runs-quick" if args.quick else "runs")
     minilm = fetch_minilm(work)
-    clf_dir = args.sst2_dir or work / "shuffled"
-    if args.sst2_dir is None and not (clf_dir / "data").is_dir():
+    clf_dir = work / "shuffled"
+    if not (clf_dir / "data").is_dir():
         build_shuffled(args.text, clf_dir)
     pairs_dir = work / "real-files"
     if not (pairs_dir / "next-test.jsonl").is_file():
@@ -458,7 +457,7 @@ def main():
     spectrum = plot_spectrum(figures, minilm, {"lora": runs / "lora-clf", "hira": runs / "hira-clf"}, num_labels=2)
     plot_nf4(figures, minilm)
 
-    # -- the tables of docs/results.md --
+    # -- the tables of docs/sparse_lora.md --
     lines = classification_tables(args, clf, hira_at_lora_lr, sweep, late, adalora)
     lines += mlm_tables(args, mlm, mlm_sweep, base_row)
     lines += ["", f"ΔW of layer 0's query after the classification runs has numerical rank {spectrum['lora']} (LoRA, "
@@ -469,12 +468,12 @@ def main():
     write_text(work / "results.md", table)
     print(table)
     if not args.quick:
-        page = (ROOT / "docs" / "results.md").read_text()
+        page = (ROOT / "docs" / "sparse_lora.md").read_text()
         start, end = "<!-- real-encoder:start -->\n", "<!-- real-encoder:end -->"
         if start in page and end in page:
             head, rest = page.split(start)
             page = head + start + table + end + rest.split(end, 1)[1]
-            write_text(ROOT / "docs" / "results.md", page)  # atomic: a crash leaves the old page whole
+            write_text(ROOT / "docs" / "sparse_lora.md", page)  # atomic: a crash leaves the old page whole
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
     print(f"total time: {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
 
