@@ -20,7 +20,8 @@ picks the learning rate and each run's checkpoint is carved from the training fi
 
 Settings shared by every run: batch 16, r = 8 on query and value, train.py's length-bucketed batches,
 sequences cut at MAX_SEQ_LEN tokens, warm-up a tenth of the run, validation at the middle and the end and
-the better of the two tested. Steps per task (STEPS) are what the hour allows on 2 cores.
+the better of the two tested. Steps per task (STEPS) are what the hour allows on 2 cores; with more time
+(or a GPU), --steps-scale multiplies them, and --budget-min should grow with it.
 
 The learning rate of each method is chosen by a stated sweep on the validation split, never the test:
 the two rates of GRID, seed 0, on SWEEP_TASKS; the rate with the higher mean validation score is used for
@@ -203,14 +204,16 @@ def main():
     p.add_argument("--budget-min", type=float, default=55, help="minutes the whole suite may take (default 55, "
                    "leaving room under the hour for an estimate that is off): seed 2 runs for the tasks that still "
                    "fit")  # fmt: skip
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every task's steps (default 1: what "
+                   "an hour on 2 cores holds); its runs go to their own folder")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="4 steps of every run on a slice of each file, to check "
                    "that it runs")  # fmt: skip
     args = p.parse_args()
     started = time.perf_counter()
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    runs = work / ("runs-quick" if args.quick else "runs")
-    steps = {task: 4 for task in STEPS} if args.quick else STEPS
+    runs = work / ("runs-quick" if args.quick else "runs" if args.steps_scale == 1 else f"runs-x{args.steps_scale:g}")
+    steps = {task: 4 if args.quick else round(n * args.steps_scale) for task, n in STEPS.items()}
     minilm = fetch_minilm(work)
     glue = build_glue(args.glue_dir, work / ("glue-quick" if args.quick else "glue"), args.quick)
 
