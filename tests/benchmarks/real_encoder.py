@@ -282,6 +282,16 @@ def plot_nf4(out_dir: Path, base_dir: Path) -> None:
     plt.close(fig)
 
 
+def write_between_markers(page: Path, name: str, text: str) -> None:
+    """Put `text` between the page's <!-- name:start --> and <!-- name:end --> lines (if it has them),
+    atomically: a crash leaves the old page whole."""
+    content = page.read_text()
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    if start in content and end in content:
+        head, rest = content.split(start)
+        write_text(page, head + start + text + end + rest.split(end, 1)[1])
+
+
 def table_head(*titles) -> list[str]:
     return ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
 
@@ -468,12 +478,7 @@ def main():
     write_text(work / "results.md", table)
     print(table)
     if not args.quick:
-        page = (ROOT / "docs" / "sparse_lora.md").read_text()
-        start, end = "<!-- real-encoder:start -->\n", "<!-- real-encoder:end -->"
-        if start in page and end in page:
-            head, rest = page.split(start)
-            page = head + start + table + end + rest.split(end, 1)[1]
-            write_text(ROOT / "docs" / "sparse_lora.md", page)  # atomic: a crash leaves the old page whole
+        write_between_markers(ROOT / "docs" / "sparse_lora.md", "real-encoder", table)
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
     print(f"total time: {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
 
