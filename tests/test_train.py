@@ -162,12 +162,27 @@ def test_resume_after_sigkill_is_bit_identical(task, tiny_model_dir, corpus, sen
     ]
 
 
+def ctrl_c_as_at_a_terminal():
+    """Give SIGINT its default action, as a shell at a terminal does. A test run started in the background
+    (`cmd &` in a script) inherits SIGINT ignored, and Python then turns no Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in this process for the test, however the test run was started."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_saves_a_checkpoint(tiny_model_dir, corpus, tmp_path):
     out = tmp_path / "interrupted"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "train.py", *train_args(tiny_model_dir, corpus, out, "--method", "lora",
                                                     "--max-steps", "100000", "--save-every", "0")]  # fmt: skip
-    process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_as_at_a_terminal)  # fmt: skip
     wait_for((out / "train_log.jsonl").exists, process)  # in the loop: step 5 was logged
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate()
@@ -194,7 +209,7 @@ def interrupt_at(monkeypatch, module, name: str, sig: int):
      ("the metrics", signal.SIGTERM), ("writing the card", signal.SIGINT)],
 )  # fmt: skip
 def test_an_interrupt_at_any_moment_is_one_line_and_exit_130(moment, sig, tiny_model_dir, sentiment, tmp_path,
-                                                             capsys, monkeypatch):  # fmt: skip
+                                                             capsys, monkeypatch, ctrl_c):  # fmt: skip
     where = {"loading the tokenizer": (minibert, "load_tokenizer"), "tokenising": (data, "encode_examples"),
              "the first step": (torch.nn.utils, "clip_grad_norm_"), "the metrics": (train, "final_metrics"),
              "writing the card": (train, "model_card")}  # fmt: skip
