@@ -8,6 +8,8 @@ tokens or the examples fall. One process computes what W would: the tests check 
 """
 
 import os
+import time
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -37,5 +39,22 @@ def check_replicas_agree(model, world: int) -> None:
     mine = torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])
     everyone = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(everyone, mine)
-    if not all(torch.equal(everyone[0], other) for other in everyone[1:]):
+    agree = all(torch.equal(everyone[0], other) for other in everyone[1:])
+    used = [weakref.ref(t) for t in (mine, *everyone)]
+    del mine, everyone  # let go of them here: only gloo's worker thread may still hold them
+    wait_until_let_go(used)
+    if not agree:
         raise FloatingPointError("the processes ended with different adapters: the replicas diverged")
+
+
+def wait_until_let_go(used: list[weakref.ref], patience_s: float = 60.0) -> None:
+    """Wait until the tensors a collective used are gone (their weak references dead).
+
+    A gloo collective returns as soon as its result is in, but its worker thread lets go of the tensors
+    a moment later, and letting go of a tensor made in Python takes Python's GIL. If that moment comes
+    after the interpreter has begun to shut down (the collective was the run's last, the machine is
+    loaded), the thread cannot get the GIL and the process aborts ("terminate called without an active
+    exception", SIGABRT) with its results already written. So a run's last collective waits here."""
+    waited = time.monotonic()
+    while any(ref() is not None for ref in used) and time.monotonic() - waited < patience_s:
+        time.sleep(1e-3)  # sleeping lets go of the GIL, which the worker thread needs
