@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,25 @@ def test_an_interrupt_at_any_moment_is_one_line_and_exit_130(moment, sig, tiny_m
     else:
         assert "nothing is half-written; run the command again" in err
     assert signal.getsignal(signal.SIGTERM) is handler  # main() put the handler back
+
+
+def test_the_last_collective_waits_for_gloos_thread_to_let_go(monkeypatch):
+    """A thread that still holds a tensor, as gloo's worker does just after a collective returns: the wait
+    ends only once it has let go (signalled when the wait first sleeps, so no timing decides it)."""
+    import threading
+
+    import training.distributed
+
+    tensor, sleeping = torch.zeros(3), threading.Event()
+    holder = threading.Thread(target=lambda held: sleeping.wait() and held.clear(), args=([tensor],), daemon=True)
+    holder.start()
+    real_sleep = time.sleep
+    monkeypatch.setattr(training.distributed.time, "sleep", lambda s: (sleeping.set(), real_sleep(s)))
+    used = [weakref.ref(tensor)]
+    del tensor
+    training.distributed.wait_until_let_go(used)
+    assert used[0]() is None and sleeping.is_set()  # it waited, and returned once the tensor was gone
+    holder.join()
 
 
 @pytest.mark.parametrize("task", ["wikitext2", "sst2"])
