@@ -49,16 +49,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from minibert.files import write_text
 from tests.benchmarks.real_encoder import (
     ROOT,
     WORKERS,
     fetch_minilm,
     figure,
+    publish,
     run_all,
     table_head,
     train,
-    write_between_markers,
 )
 
 METHODS = ("head", "full", "lora", "sparse_lora", "hira", "dora", "qlora")
@@ -303,11 +302,7 @@ def main():
         "",
         f"This suite ran in {minutes:.0f} min on this machine, {WORKERS} runs at a time on one thread each.",
     ]  # fmt: skip
-    table = "\n".join(lines) + "\n"
-    write_text(work / "glue_results.md", table)
-    print(table)
-    if not args.quick:
-        write_between_markers(ROOT / "docs" / "results.md", "glue", table)
+    publish(lines, work / "glue_results.md", ROOT / "docs" / "results.md", "glue", args.quick)
     print(f"results: {work / 'glue_results.md'}; curves: {figures / 'glue_curves.png'}", file=sys.stderr)
     print(f"total time: {minutes:.1f} min", file=sys.stderr)
 

@@ -282,6 +282,16 @@ def plot_nf4(out_dir: Path, base_dir: Path) -> None:
     plt.close(fig)
 
 
+def publish(lines: list[str], out_file: Path, page: Path, name: str, quick: bool) -> None:
+    """Write a benchmark's tables to its work folder and print them; unless --quick, also into the page
+    between its markers for `name`."""
+    table = "\n".join(lines) + "\n"
+    write_text(out_file, table)
+    print(table)
+    if not quick:
+        write_between_markers(page, name, table)
+
+
 def write_between_markers(page: Path, name: str, text: str) -> None:
     """Put `text` between the page's <!-- name:start --> and <!-- name:end --> lines (if it has them),
     atomically: a crash leaves the old page whole."""
@@ -474,11 +484,7 @@ def main():
               f"r = 8) and {spectrum['hira']} (HiRA, the same parameter count)."]  # fmt: skip
     lines.append(f"\nThis benchmark ran in {(time.perf_counter() - started) / 60:.0f} min on this machine, {WORKERS} "
                  "runs at a time on one thread each (train s: a run's time beside another).")  # fmt: skip
-    table = "\n".join(lines) + "\n"
-    write_text(work / "results.md", table)
-    print(table)
-    if not args.quick:
-        write_between_markers(ROOT / "docs" / "sparse_lora.md", "real-encoder", table)
+    publish(lines, work / "results.md", ROOT / "docs" / "sparse_lora.md", "real-encoder", args.quick)
     print(f"results: {work / 'results.md'}; figures in {figures}", file=sys.stderr)
     print(f"total time: {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
 
