@@ -14,12 +14,14 @@ import weakref
 import torch
 import torch.distributed as dist
 
+from training.device import choose_device
+
 
 def setup_distributed(device_arg):
     """Rank, world size and device; under torchrun (WORLD_SIZE > 1) also the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(device_arg or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device_arg)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     if world > 1:
