@@ -22,11 +22,14 @@ process, so that one row's memory does not count in the next one's.
 
 Writes results/comparison-<task>.md, .csv and .png for every task that has runs. A damaged run (an
 unreadable metrics.json, a truncated adapter) is skipped with one line saying which and why, and the
-others are still compared. Exit codes: 0 every run compared; 1 some run skipped; 2 a usage error.
+others are still compared. --output-dir is checked before any work. Its files are replaced at every
+run (a line says which were there), the rule of every script here. Exit codes: 0 every run compared;
+1 some run skipped; 2 a usage error (one line); 4 a result could not be written.
 """
 
 import argparse
 import csv
+import io
 import json
 import math
 import multiprocessing
@@ -41,8 +44,10 @@ import data
 import minibert
 import quant
 import tasks
+from minibert.files import WriteError, folder_problem, write_atomically, write_text
 from train import USER_ERRORS
-from training.device import bf16_autocast, peak_memory
+from training.device import bf16_autocast, choose_device, peak_memory
+from training.flags import non_negative_int, positive_int
 from training.groups import group_seeds
 from training.runs import RunError, load_run_model, read_run
 
@@ -77,9 +82,13 @@ def parse_args(argv=None):
     p.add_argument("--runs-dir", default="runs", help="where train.py wrote its runs (default runs)")
     p.add_argument("--data-dir", default=None, help="the tasks' files, as for train.py (default: the hub)")
     p.add_argument("--output-dir", default="results", help="where the tables and plots go (default results)")
-    p.add_argument("--batch-size", type=int, default=64, help="blocks or examples per evaluation batch (default 64)")
-    p.add_argument("--throughput-batch-size", type=int, default=32, help="batch for inference timing (default 32)")
-    p.add_argument("--pseudo-perplexity", type=int, default=0, metavar="N",
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="blocks or examples per evaluation batch (default 64)"
+    )
+    p.add_argument(
+        "--throughput-batch-size", type=positive_int, default=32, help="batch for inference timing (default 32)"
+    )
+    p.add_argument("--pseudo-perplexity", type=non_negative_int, default=0, metavar="N",
                    help="WikiText-2: also PPPL on the first N test blocks")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
@@ -151,7 +160,7 @@ def pseudo_perplexity(model, blocks: torch.Tensor, vocab: data.MaskingVocab, dev
 def evaluate_row(row: dict, args_dict: dict) -> dict:
     """Everything measured for one row; run in its own process (see module docstring)."""
     args = argparse.Namespace(**args_dict)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(args.device)
     task = tasks.from_run(row)
     if not task.test_splits:
         raise RunError(f"{row['run_dir']}: trained without a --test-file, so there is nothing to score")
@@ -165,7 +174,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
         result = task.evaluate(model, split, args.batch_size, device)
         measured |= {f"{split}_{key}": value for key, value in result.items()}
     measured["model_size_mb"] = quant.model_bytes(model) / 1e6
-    if args.pseudo_perplexity and tasks.kind_of(task) == "mlm":
+    if args.pseudo_perplexity and task.kind == "mlm":
         measured["pseudo_perplexity"] = pseudo_perplexity(
             model, task.blocks["test"][: args.pseudo_perplexity], task.vocab, device, args.batch_size
         )
@@ -186,12 +195,17 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    """0: every run compared; 1: some run was skipped as damaged (each said in one line); 2: a usage error."""
+    """0: every run compared; 1: some run was skipped as damaged (each said in one line); 2: a usage error;
+    4: a result could not be written."""
     args = parse_args(argv)
     skipped = []
     try:
+        choose_device(args.device)
+        problem = folder_problem(args.output_dir)
+        if problem is not None:
+            raise RunError(f"--output-dir {args.output_dir}: {problem}; choose another")
         runs = find_runs(args, skipped)
-    except USER_ERRORS as e:
+    except (RunError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     context = multiprocessing.get_context("spawn")  # a fresh process per row: clean memory measurements
@@ -206,8 +220,12 @@ def main(argv=None) -> int:
                     skipped.append(f"skipped {label}: {e}")
                     rows.remove(row)
         if rows:
-            write_results(task, rows, Path(args.output_dir))
-            plot_curves(tasks.from_run(rows[-1]), rows, Path(args.output_dir) / f"curves-{task}.png")
+            try:
+                write_results(task, rows, Path(args.output_dir))
+                plot_curves(tasks.from_run(rows[-1]), rows, Path(args.output_dir) / f"curves-{task}.png")
+            except WriteError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 4
     for line in skipped:
         print(line, file=sys.stderr)
     return 1 if skipped else 0
@@ -223,7 +241,7 @@ def cell(value) -> str:
 
 def task_columns(task, rows: list[dict]) -> list[tuple[str, str]]:
     """The test metrics' columns: masked LM's, or the task's own metrics per test split (MNLI: two)."""
-    if tasks.kind_of(task) == "mlm":
+    if task.kind == "mlm":
         return MLM_COLUMNS
     columns = []
     for split in task.test_splits:
@@ -247,7 +265,7 @@ def write_results(task_name: str, runs: list[dict], out_dir: Path) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     run = rows[-1]
-    if tasks.kind_of(task) == "mlm":
+    if task.kind == "mlm":
         scored = "Test split, the same fixed masks for every row; perplexity = exp(mean cross-entropy)."
     else:
         sources = ", ".join(str(run.get(f"{split}_source", "")) for split in task.test_splits)
@@ -258,16 +276,19 @@ def write_results(task_name: str, runs: list[dict], out_dir: Path) -> None:
         f"measured now, each row in its own process (memory: {rows[0].get('peak_memory_kind', '')}).\n"
     )
     stem = out_dir / f"comparison-{task_name}"
-    stem.with_suffix(".md").write_text(f"## {task.title}\n\n" + table + note, encoding="utf-8")
+    paths = [stem.with_suffix(suffix) for suffix in (".md", ".csv", ".png")]
+    replaced = [path.name for path in paths if path.exists()]
+    write_text(paths[0], f"## {task.title}\n\n" + table + note)
     measured = {key for key, _ in columns if any(row.get(f"{key}_std") is not None for row in rows)}
     csv_columns = [name for key, _ in columns for name in ((key, f"{key}_std") if key in measured else (key,))]
-    with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(csv_columns)  # the mean under the metric's name, the standard deviation as <name>_std
-        writer.writerows([[row.get(key) for key in csv_columns] for row in rows])
-    plot(task, rows, stem.with_suffix(".png"))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_columns)  # the mean under the metric's name, the standard deviation as <name>_std
+    writer.writerows([[row.get(key) for key in csv_columns] for row in rows])
+    write_text(paths[1], buffer.getvalue())
+    plot(task, rows, paths[2])
     print(table)
-    print(f"written: {stem}.md, {stem}.csv, {stem}.png")
+    print(f"written: {', '.join(map(str, paths))}" + (f" (replacing {', '.join(replaced)})" if replaced else ""))
 
 
 def plot(task, rows: list[dict], path: Path) -> None:
@@ -276,7 +297,7 @@ def plot(task, rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    mlm = tasks.kind_of(task) == "mlm"
+    mlm = task.kind == "mlm"
     curve_metric = task.selection  # the validation metric that picked the best checkpoint
     bar_metric = "test_perplexity" if mlm else f"test_{task.selection}"
     better = "higher" if task.higher_is_better else "lower"
@@ -294,7 +315,7 @@ def plot(task, rows: list[dict], path: Path) -> None:
     bars.set_xticks(range(len(rows)), labels, fontsize=8)
     bars.set(title=f"{bar_metric.replace('_', ' ')} ({better} is better)", ylabel=bar_metric.replace("test_", ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -325,7 +346,7 @@ def plot_curves(task, runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mlm = tasks.kind_of(task) == "mlm"
+    mlm = task.kind == "mlm"
     metric = "perplexity" if mlm else task.selection
     fig, (train_axis, validation_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = {}
@@ -350,7 +371,7 @@ def plot_curves(task, runs: list[dict], path: Path) -> None:
         if axis.lines:
             axis.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 

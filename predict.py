@@ -22,7 +22,11 @@ its extension; standard output as JSON Lines when left out) has one row per inpu
 order: the input's own columns, unchanged,
 then `prediction` (the label; the score; the top filler of each [MASK]), `probability` and one
 `probability_<label>` per class (masked LM: `top5`). Texts are batched by length inside and put back in
-order; the file is written whole or not at all. Bad input: one line, exit 2, nothing written.
+order; the file is written whole or not at all (an existing file is replaced, and a line says so: the
+rule of every script here). A row whose text is empty (or either text of a pair) is not scored, as
+training skips such rows: its prediction is empty and a `note` column says why. An empty TEXT on the
+command line is an error. Bad input: one line, exit 2, nothing written. TEXTs and flags may come in any
+order.
 """
 
 import argparse
@@ -41,7 +45,8 @@ import minibert
 import tasks
 from minibert.files import WriteError, write_text
 from train import USER_ERRORS
-from training.device import bf16_autocast
+from training.device import bf16_autocast, choose_device
+from training.flags import positive_int
 from training.progress import Progress
 from training.runs import RunError, load_run_model, read_run
 
@@ -64,9 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--output", default=None, help="where --file's predictions go (.csv or .jsonl; default stdout)")
     p.add_argument("--text-column", default=None, help="--file's text column (default: the run's)")
     p.add_argument("--text-pair-column", default=None, help="--file's pair column (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="texts per forward pass (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # TEXTs before or after the flags
 
 
 def split_pairs(texts: list[str], where: list[str]) -> tuple[list[str], list[str]]:
@@ -86,6 +91,9 @@ def read_inputs(args, run: dict) -> tuple[list[dict], list[str], list[str] | Non
     if args.file is None:
         rows, where = [{"text": text} for text in args.texts], [f"TEXT {i + 1}" for i in range(len(args.texts))]
         column, pair_column = "text", None
+        empty = [place for place, text in zip(where, args.texts, strict=True) if not text.strip()]
+        if empty:
+            raise RunError(f"{empty[0]} is empty; give a text to predict")
     elif args.file == "-":
         lines = [line.rstrip("\r\n") for line in sys.stdin]
         rows = [{"text": line} for line in lines if line.strip()]
@@ -166,6 +174,24 @@ def predict(model, tokenizer, run: dict, firsts, seconds, where, batch_size: int
     return results
 
 
+def predict_non_empty(model, tokenizer, run: dict, firsts, seconds, where, args) -> list[dict]:
+    """predict() on the rows that have a text; a row without one (either text of a pair) gets an empty
+    prediction and a note, and the note column is added to every row when there is such a row."""
+    has_text = [bool(a.strip()) and (seconds is None or bool(seconds[i].strip())) for i, a in enumerate(firsts)]
+    keep = [i for i, ok in enumerate(has_text) if ok]
+    pairs = None if seconds is None else [seconds[i] for i in keep]
+    scored = predict(model, tokenizer, run, [firsts[i] for i in keep], pairs, [where[i] for i in keep],
+                     args.batch_size, args.file is not None) if keep else []  # fmt: skip
+    if all(has_text):
+        return scored
+    columns = list(scored[0]) if scored else ["prediction"]  # an empty row has the same columns, empty
+    empty = {**dict.fromkeys(columns), "note": "empty text: not scored"}
+    results, scored = [], iter(scored)
+    for ok in has_text:
+        results.append({**next(scored), "note": ""} if ok else empty)
+    return results
+
+
 def lines_for_people(texts: list[str], results: list[dict], run: dict) -> list[str]:
     """The command line's answer: one line per text (masked LM: one per [MASK] after it)."""
     kind, lines = run["task_kind"], []
@@ -185,7 +211,7 @@ def table_text(rows: list[dict], suffix: str) -> str:
     """The rows as CSV (a header of the first row's columns) or as JSON Lines."""
     if suffix == ".csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n", restval="")
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
@@ -204,10 +230,10 @@ def main(argv=None) -> int:
             raise RunError(f"--output {args.output}: write predictions to a .csv or .jsonl file")
         run = read_run(args.run_dir)
         rows, firsts, seconds, where = read_inputs(args, run)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = choose_device(args.device)
         tokenizer = minibert.load_tokenizer(run["base_model"])
         model = load_run_model(tasks.from_run(run), run, device)
-        results = predict(model, tokenizer, run, firsts, seconds, where, args.batch_size, args.file is not None)
+        results = predict_non_empty(model, tokenizer, run, firsts, seconds, where, args)
         if args.file is None:
             print("\n".join(lines_for_people(args.texts, results, run)))
             return 0
@@ -215,8 +241,9 @@ def main(argv=None) -> int:
         if args.output is None:
             sys.stdout.write(table_text(out, ".jsonl"))
         else:
+            replaced = " (it replaced the file there)" if Path(args.output).exists() else ""
             write_text(args.output, table_text(out, Path(args.output).suffix.lower()))
-            print(f"{len(out)} predictions written to {args.output}", file=sys.stderr)
+            print(f"{len(out)} predictions written to {args.output}{replaced}", file=sys.stderr)
     except (RunError, WriteError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,13 +32,14 @@ says so. Every file is written atomically (complete or absent), metrics.json las
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import signal
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,8 +53,10 @@ from minibert.files import WriteError, append_line, write_text
 from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
-from training.device import bf16_autocast
+from training.device import DeviceError, bf16_autocast
 from training.distributed import all_reduce_sum, check_replicas_agree, setup_distributed
+from training.flags import non_negative_float, non_negative_int, positive_float, positive_int, probability
+from training.folder import FolderError, RunFolder
 from training.progress import Progress
 from training.report import RunState, final_metrics
 
@@ -69,7 +72,8 @@ METHOD_FLAGS = {  # flags that only some methods use: name -> (default, the meth
     "blocksize": (64, methods.QUANTISED),
     "no_double_quant": (False, methods.QUANTISED),
 }
-USER_ERRORS = (minibert.LoadError, methods.AdapterError, data.DataError, quant.QuantError, ResumeError)
+USER_ERRORS = (minibert.LoadError, methods.AdapterError, data.DataError, quant.QuantError, ResumeError, DeviceError,
+               FolderError)  # fmt: skip
 FILE_FLAGS = ("validation_file", "test_file", "text_column", "text_pair_column", "label_column")
 
 
@@ -113,43 +117,53 @@ def parse_args(argv=None):
     p.add_argument(
         "--output-dir", default=None, help="where results go (default runs/<method>-<task>-<model>[-seed<N>])"
     )
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training split (default 3)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--batch-size", type=int, default=16, help="blocks or examples per step and process (default 16)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training split (default 3)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="blocks or examples per step and process (default 16)"
+    )
     p.add_argument(
         "--max-seq-len",
-        type=int,
+        type=positive_int,
         default=None,
         help="tokens per block or example, [CLS] and [SEP]s included (default 128; imdb 512)",
     )
     p.add_argument(
         "--lr",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"peak learning rate of AdamW (default {DEFAULT_LR}; hira {methods.hira.DEFAULT_LR}: its update W0 ⊙ BA "
         f"is scaled by W0's small entries, see methods/hira.py; full {methods.full.DEFAULT_LR}, as BERT's paper)",
     )
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on SoRA gates)")
-    p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps before linear decay")
-    p.add_argument("--r", type=int, default=None, help="rank of the adapters (default 8)")
     p.add_argument(
-        "--alpha", type=float, default=None, help="LoRA/DoRA scaling numerator: update * alpha/r (default 16)"
+        "--weight-decay", type=non_negative_float, default=0.01, help="AdamW weight decay (not on SoRA gates)"
     )
-    p.add_argument("--dropout", type=float, default=None, help="dropout on the adapters' input (default 0.1)")
+    p.add_argument(
+        "--warmup-steps", type=non_negative_int, default=100, help="linear warm-up steps before linear decay"
+    )
+    p.add_argument("--r", type=positive_int, default=None, help="rank of the adapters (default 8)")
+    p.add_argument(
+        "--alpha", type=positive_float, default=None, help="LoRA/DoRA scaling numerator: update * alpha/r (default 16)"
+    )
+    p.add_argument("--dropout", type=probability, default=None, help="dropout on the adapters' input (default 0.1)")
     p.add_argument("--target-modules", default=None, help="comma-separated HF module names (default query,value)")
     p.add_argument(
         "--sparse-lambda",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="sparse_lora: L1 strength λ on the gates: a rank is kept while the loss gradient on its gate "
         f"reaches λ, on a short run and a long one alike (default {methods.sora.DEFAULT_SPARSE_LAMBDA}; "
         "0: no pruning). Pruning starts after --warmup-steps",
     )
-    p.add_argument("--blocksize", type=int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)")
+    p.add_argument(
+        "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
+    )
     p.add_argument("--no-double-quant", action="store_true", default=None, help="qlora, qdora: NF4 scales in fp32")
-    p.add_argument("--eval-every", type=int, default=500, help="validate every N steps (0: only at the end)")
-    p.add_argument("--eval-batch-size", type=int, default=64, help="blocks or examples per evaluation batch")
-    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (0: never)")
+    p.add_argument(
+        "--eval-every", type=non_negative_int, default=500, help="validate every N steps (0: only at the end)"
+    )
+    p.add_argument("--eval-batch-size", type=positive_int, default=64, help="blocks or examples per evaluation batch")
+    p.add_argument("--save-every", type=non_negative_int, default=500, help="checkpoint every N steps (0: never)")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -157,11 +171,11 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--keep-checkpoints",
-        type=int,
+        type=positive_int,
         default=2,
         help="checkpoints kept (default 2); the newest intact one is never deleted",
     )
-    p.add_argument("--log-every", type=int, default=10, help="write a train_log.jsonl line every N steps")
+    p.add_argument("--log-every", type=positive_int, default=10, help="write a train_log.jsonl line every N steps")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, masks, dropout and adapter init")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
@@ -170,29 +184,11 @@ def parse_args(argv=None):
 
 
 def check_args(args, model_config):
-    if args.batch_size < 1 or args.eval_batch_size < 1:
-        raise UsageError(f"--batch-size and --eval-batch-size must be at least 1, got {args.batch_size}")
-    if args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
-        raise UsageError("--epochs and --max-steps must be at least 1")
+    """What argparse's types (training/flags.py) cannot know: the limits of this model."""
     if not 3 <= args.max_seq_len <= model_config.max_position_embeddings:
         raise UsageError(
             f"--max-seq-len {args.max_seq_len}: {args.model} takes 3 to {model_config.max_position_embeddings} tokens"
         )
-    if args.lr <= 0 or args.warmup_steps < 0 or min(args.eval_every, args.save_every, args.log_every) < 0:
-        raise UsageError("--lr must be > 0; --warmup-steps, --eval-every, --save-every, --log-every >= 0")
-    if args.keep_checkpoints < 1:
-        raise UsageError(f"--keep-checkpoints must be at least 1, got {args.keep_checkpoints}")
-
-
-def check_output_dir(out_dir: Path) -> None:
-    """Before any work: --output-dir must be a directory we can write in (it is created if need be)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--output-dir {out_dir}: a file, not a directory; choose a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()  # can we create files there?
-    except OSError as e:
-        raise UsageError(f"--output-dir {out_dir}: cannot write there ({e.strerror or e}); choose another") from None
 
 
 def method_flags(args, say) -> None:
@@ -272,7 +268,7 @@ def main(argv=None) -> int:
 
 
 def check_method(args, task):
-    if args.method == "head" and tasks.kind_of(task) == "mlm":
+    if args.method == "head" and task.kind == "mlm":
         raise UsageError("--method head trains a classification head: use it with a classification or regression task")
     return task
 
@@ -283,10 +279,16 @@ def improves(result: dict, best: dict, task) -> bool:
     return old is None or (new > old if task.higher_is_better else new < old)
 
 
+# What a checkpoint must have been made with for --resume to continue it: everything that changes what its
+# weights mean or how they go on learning. Only the length of the run and its cadence may change (--epochs,
+# --max-steps, --eval-every, --save-every, --log-every, --keep-checkpoints) and where it runs (--device).
+RESUME_IDENTITY = ("data_files", "method", "model", "r", "alpha", "dropout", "target_modules", "sparse_lambda",
+                   "blocksize", "no_double_quant", "max_seq_len", "batch_size", "seed", "lr", "warmup_steps",
+                   "weight_decay")  # fmt: skip
+
+
 def run_identity(args, task, world: int) -> dict:
-    """What a checkpoint must have been made with for --resume to continue it."""
-    keys = ("data_files", "method", "model", "r", "max_seq_len", "batch_size", "seed")
-    return {"task": task.name, "world_size": world, **{key: getattr(args, key) for key in keys}}
+    return {"task": task.name, "world_size": world, **{key: getattr(args, key) for key in RESUME_IDENTITY}}
 
 
 def build_task(args, say):
@@ -314,7 +316,7 @@ def build_task(args, say):
     task = tasks.from_files(files, args.task)
     check_method(args, task)
     if args.task is None:
-        kind = tasks.kind_of(task)
+        kind = task.kind
         why = {
             "mlm": "a text file, no column named",
             "regression": "every label is a number, some not integers",
@@ -324,16 +326,36 @@ def build_task(args, say):
     return task
 
 
-def prepare_output_dir(args, task, is_main: bool) -> Path:
+def model_reference(name_or_path: str) -> str:
+    """How the run records its base model so that it can be found again from anywhere: a local folder by
+    its absolute path, a hub model by its repo id."""
+    local = Path(name_or_path).expanduser()
+    return str(local.resolve()) if local.is_dir() else name_or_path
+
+
+def output_dir(args, task) -> Path:
     model_name = args.model.rstrip("/").split("/")[-1]
     seed = f"-seed{args.seed}" if args.seed else ""  # two seeds never share a directory
     out_dir = Path(args.output_dir or f"runs/{args.method}-{task.name}-{model_name}{seed}")
     args.output_dir = str(out_dir)
+    return out_dir
+
+
+def refuse_a_run_there(args, out_dir: Path) -> None:
+    """Without --resume, a folder that holds a run (finished, or with checkpoints) is never written over."""
     if not args.resume and ((out_dir / "metrics.json").exists() or (out_dir / "checkpoints").exists()):
         raise UsageError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --output-dir")
-    if is_main:
-        check_output_dir(out_dir)
-    return out_dir
+
+
+def say_columns(args, task, say) -> None:
+    """Your labelled files: which columns were read, when any of them was guessed (data/user_files.py)."""
+    named = [args.text_column, args.text_pair_column, args.label_column]
+    if args.data_files is None or task.kind == "mlm" or all(name is not None for name in named):
+        return
+    d = task.dataset
+    pair = f", pair {d.pair_column!r}" if d.pair_column else ""
+    say(f"columns: text {d.text_column!r}{pair}, label {d.label_column!r} (name others with --text-column, "
+        "--text-pair-column, --label-column)")  # fmt: skip
 
 
 def load_model_and_data(args, task, device, say):
@@ -341,8 +363,13 @@ def load_model_and_data(args, task, device, say):
     said in a line), the method put in."""
     tokenizer = minibert.load_tokenizer(args.model)
     qlora_on_cuda = args.method in methods.QUANTISED and device.type == "cuda"
-    model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
-    args.max_seq_len = args.max_seq_len or task.default_max_seq_len
+    with warnings.catch_warnings(record=True) as caught:  # a new head's warning: one plain line, below
+        warnings.simplefilter("always")
+        model = task.load_model(args.model, dtype=torch.bfloat16 if qlora_on_cuda else None, device=device)
+    for warning in caught:
+        say(f"note: {warning.message}")
+    if args.max_seq_len is None:
+        args.max_seq_len = task.default_max_seq_len
     if args.lr is None:
         args.lr = METHOD_LR.get(args.method, DEFAULT_LR)
     check_args(args, model.config)
@@ -350,6 +377,7 @@ def load_model_and_data(args, task, device, say):
     task.load_data(tokenizer, args.data_dir, cache_dir, args.max_seq_len)
     for line in task.notices():
         say(line)
+    say_columns(args, task, say)
     targets = args.target_modules.split(",") if args.target_modules else None
     options = method_options(args)
     methods.apply(
@@ -364,8 +392,17 @@ def run(args) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
     torch.manual_seed(args.seed)  # adapter initialisation and dropout
     method_flags(args, say)
+    args.model = model_reference(args.model)
     task = build_task(args, say)
-    out_dir = prepare_output_dir(args, task, is_main)
+    out_dir = output_dir(args, task)
+    with RunFolder(out_dir) if is_main else contextlib.nullcontext():  # locked: one training at a time
+        refuse_a_run_there(args, out_dir)
+        return fit(args, task, out_dir, rank, world, device, say)
+
+
+def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
+    """Load, train, test, write: the run itself, in its locked folder."""
+    is_main = rank == 0
     model = load_model_and_data(args, task, device, say)
 
     # -- optimisation: AdamW over what trains (the adapters, the head; all for full); SoRA's gates apart, faster --
@@ -459,7 +496,9 @@ def run(args) -> int:
         interrupted = True
     except FloatingPointError as e:
         progress.close()
-        print(f"error: {e}; stopping. The last good checkpoint is kept in {out_dir / 'checkpoints'}", file=sys.stderr)
+        good = latest_intact(out_dir)
+        kept = f"the last good checkpoint is kept: {good}" if good else "no checkpoint had been saved yet"
+        print(f"error: {e}; stopping ({kept}). Try a lower --lr", file=sys.stderr)
         return 3
     finally:
         progress.close()

@@ -42,12 +42,16 @@ def canonical(value) -> str:
 
 
 def present_labels(table: Table, column: str) -> list:
-    """The column's labels; a row without one is an error naming it."""
+    """The column's labels; a row without one, or with a list or an object (JSON Lines) for one, is an error
+    naming it: str() would make a class of "['pos']"."""
     values = table.column(column, "--label-column")
     for i, value in enumerate(values):
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{table.path}: {table.where(i)} has no label in column {column!r}; "
                             "give every row a label, or remove the row")  # fmt: skip
+        if not isinstance(value, (str, int, float, bool)):
+            raise DataError(f"{table.path}: {table.where(i)} has the label {value!r} in column {column!r}, a "
+                            f"{type(value).__name__}; a label is one text, number or true/false")  # fmt: skip
     return values
 
 

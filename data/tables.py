@@ -109,6 +109,7 @@ def read_delimited(path: Path, text: str, suffix: str) -> list[tuple[int, list[s
     if suffix == ".tsv":
         return [(number, line.split("\t")) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     physical = [line + "\n" for line in text.split("\n")]  # one element per line: reader.line_num counts lines
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a long review is a field, not a quoting error
     reader = csv.reader(physical, strict=True)
     rows, start = [], 1
     try:
@@ -165,7 +166,8 @@ def table_of(path: Path, rows: list, kind: str) -> Table:
 
 
 def check_header(path: Path, names: list[str]) -> None:
-    """A header names every column, once, and no name is a number: else the first row is data, not a header."""
+    """A header names every column, once, and no name is a number: else the first row is data, not a header.
+    A name that appears twice is said as such: the first row is a header, with a mistake in it."""
 
     def is_number(name):
         try:
@@ -174,6 +176,10 @@ def check_header(path: Path, names: list[str]) -> None:
         except ValueError:
             return False
 
+    twice = next((name for name in names if name and names.count(name) > 1), None)
+    if twice is not None and not any(is_number(name) for name in names):
+        raise DataError(f"{path}: the header names column {twice!r} {names.count(twice)} times "
+                        f"({', '.join(names)}); give every column its own name")  # fmt: skip
     bad = [name for name in names if not name or is_number(name)] or [n for n in names if names.count(n) > 1]
     if bad:
         shown = ", ".join(repr(name) for name in names)

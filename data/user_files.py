@@ -3,10 +3,13 @@ data, with the flags and defaults of transformers' run_glue.py / run_mlm.py in t
 
 Columns, when not named with --text-column / --text-pair-column / --label-column:
   text and pair  the first of the pairs (sentence1, sentence2), (premise, hypothesis), (question1, question2),
-                 (question, sentence) the file has; else a single text, the first of sentence, text,
-                 sentence1, question, premise, question1. A named text column takes its partner above as
-                 the pair if the file has it.
-  label          label, else score.
+                 (question, sentence) the file has; else a single text, the first of TEXTS (sentence, text,
+                 review, content, document, ...). A named text column takes its partner above as the pair
+                 if the file has it.
+  label          the first of LABELS: label, labels, sentiment, class, category, target, score, rating (the
+                 IMDB file most people download has review,sentiment).
+train.py says which columns it chose. A text column that is also the label column is an error: the model
+would read its own answer.
 The kind of task (--task classification | regression | mlm), when left out: a text file (.txt, .raw, .tokens)
 with no column named -> mlm; else from the labels (data/labels.py): every label a number and one not an
 integer -> regression, otherwise classification. A .txt file is a table (data/tables.py) when a column is
@@ -24,8 +27,8 @@ from data.labelled import Split, hold_out, make_split, texts_of, validation_size
 from data.tables import TEXT_FORMATS, Table, read_table
 
 PAIRS = [("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence")]
-TEXTS = ["sentence", "text", "sentence1", "question", "premise", "question1"]
-LABELS = ["label", "score"]
+TEXTS = ["sentence", "text", "review", "content", "document", "sentence1", "question", "premise", "question1"]
+LABELS = ["label", "labels", "sentiment", "class", "category", "target", "score", "rating"]
 KINDS = ("classification", "regression", "mlm")  # the --task values with --train-file
 
 
@@ -111,6 +114,10 @@ def labelled_split(table: Table, files: DataFiles, label_names: tuple[str, ...] 
     """One file as examples; label_names None means regression."""
     text, pair = text_columns(table, files)
     column = label_column(table, files)
+    for name, flag in ((text, "--text-column"), (pair, "--text-pair-column")):
+        if name == column:
+            raise DataError(f"{table.path}: {flag} {name!r} is also the label column; the model would read its own "
+                            "answer. Name the text with --text-column and the label with --label-column")  # fmt: skip
     values = L.present_labels(table, column)
     if label_names is None:
         labels = L.scores(table, column, values)
@@ -166,11 +173,13 @@ class FileDataset:
         self.max_seq_len = 128
         self._train = train  # the training file, if already read
         self.text_column, self.pair_column = text_columns(train, files) if train is not None else (None, None)
+        self.label_column = label_column(train, files) if train is not None else None
 
     def load(self, data_dir, splits) -> dict[str, Split]:
         if self._train is None and ("train" in splits or "validation" in splits):
             self._train = read_train(self.files, "classification")
             self.text_column, self.pair_column = text_columns(self._train, self.files)
+            self.label_column = label_column(self._train, self.files)
         return load_labelled_files(self.files, self.label_names, splits, self._train)
 
     def source(self) -> str:

@@ -185,6 +185,7 @@ def load_adapter(model: Encoder, directory) -> Encoder:
     for option in UNSUPPORTED_IF_SET:
         if config.get(option):
             raise AdapterError(f"{directory / CONFIG_FILE}: {option} is not supported")
+    _check_base(model, directory / WEIGHTS_FILE, config.get("base_model_name_or_path"))
     _check_task(config, model, directory / CONFIG_FILE)
     use_dora = peft_type == "LORA" and bool(config.get("use_dora"))
     r = config.get("r", 8)
@@ -215,6 +216,29 @@ def load_adapter(model: Encoder, directory) -> Encoder:
     model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, {}, hf_module_names(model, head))
     _load_tensors(model, directory / WEIGHTS_FILE, FACTOR_KEYS["DORA" if use_dora else peft_type])
     return model
+
+
+def _check_base(model: Encoder, path: Path, saved_from: str | None) -> None:
+    """An adapter trained on another base model is said as such, before any other check: the architecture
+    and hidden size it was trained on (read off its keys and its A's shape), against the model given."""
+    c = model.config
+    attention_a = re.compile(r"\.(query|key|value|q_lin|k_lin|v_lin)\.(lora_A\.weight|hira_A)$")  # A: (r, H)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            a = next((key for key in keys if attention_a.search(key)), None)
+            hidden = f.get_slice(a).get_shape()[1] if a else None  # None: compare the architecture only
+    except Exception:
+        return  # no file, or a damaged one: _load_tensors says so
+    arch = next((n for n in ("bert", "distilbert") if any(key.startswith(f"{PREFIX}{n}.") for key in keys)), c.arch)
+    layers = [int(m.group(1)) for key in keys if (m := re.search(r"\.layer\.(\d+)\.", key))]
+    if arch != c.arch or (hidden is not None and hidden != c.hidden_size) or max(layers, default=-1) >= c.num_layers:
+        width = f", hidden size {hidden}" if hidden is not None else ""
+        raise AdapterError(
+            f"{path}: this adapter was trained on a {arch} model{width}, adapting layers up to {max(layers, default=0)}"
+            f" (saved from {saved_from or 'an unnamed model'}); the model given is a {c.arch} model with "
+            f"{c.num_layers} layers and hidden size {c.hidden_size}. Load the base model it was trained on"
+        )
 
 
 def _check_task(config: dict, model: Encoder, path: Path) -> None:
@@ -287,6 +311,7 @@ def _copy_tensors(path: Path, expected: dict[str, torch.Tensor]) -> None:
             if unexpected or missing:
                 raise AdapterError(
                     f"{path}: keys do not match the adapter config: unexpected {unexpected[:3]}, missing {missing[:3]}"
+                    "; is this the base model the adapter was trained on?"
                 )
             for key, param in expected.items():
                 tensor = f.get_tensor(key)

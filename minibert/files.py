@@ -56,6 +56,20 @@ def write_atomically(path, write: Callable[[str], None]) -> None:
         raise
 
 
+def folder_problem(path) -> str | None:
+    """Why `path` cannot be an output folder, or None; the folder is made if need be (scripts check this
+    before any work, so that a bad --output-dir costs nothing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()  # can we create files there?
+    except OSError as e:
+        return f"cannot write there ({e.strerror or e})"
+    return None
+
+
 def write_text(path, text: str) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 

@@ -110,7 +110,12 @@ def fetch(name_or_path: str, filename: str) -> Path | None:
     if local.exists():
         raise LoadError(f"{name_or_path}: a file, not a model directory (one with config.json, model.safetensors)")
     if _looks_like_path(name_or_path):
-        raise LoadError(f"{name_or_path}: no such directory (and it is not a hub repo id like 'bert-base-uncased')")
+        parent = Path(name_or_path).expanduser().parent
+        inside = f" ({parent}/ is a folder here, with no {Path(name_or_path).name} in it)" if parent.is_dir() else ""
+        raise LoadError(
+            f"{name_or_path}: no such directory{inside}, and a path is not a hub repo id like "
+            "'bert-base-uncased'; pass the folder that holds config.json and model.safetensors"
+        )
     try:
         return Path(hf_hub_download(name_or_path, filename))
     except LocalEntryNotFoundError:
@@ -151,5 +156,8 @@ def _where(name_or_path: str) -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    """Repo ids are 'name' or 'org/name'; anything else ('./x', '/abs/x', 'a/b/c', '~/x') is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name == ""
+    """Repo ids are 'name' or 'org/name'; anything else ('./x', '/abs/x', 'a/b/c', '~/x') is a path, and so is
+    'org/name' when 'org' is a folder here ('models/mine': a typo in a local path, not a hub id to retry)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name == "":
+        return True
+    return "/" in name and Path(name).parent.is_dir()

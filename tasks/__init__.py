@@ -61,10 +61,3 @@ def from_run(run: dict) -> MaskedLM | Classification:
     if run.get("data_files"):
         return from_files(data.DataFiles(**run["data_files"]), run["task_kind"], run.get("label_names"))
     return get(run["task"])
-
-
-def kind_of(task) -> str:
-    """ "mlm", "classification" or "regression"."""
-    if isinstance(task, MaskedLM):
-        return "mlm"
-    return "regression" if isinstance(task, Regression) else "classification"

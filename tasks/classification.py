@@ -27,6 +27,7 @@ from training.device import bf16_autocast
 
 
 class Classification:
+    kind = "classification"  # what metrics.json calls this kind of task (task_kind)
     higher_is_better = True  # every reported metric (accuracy, F1, MCC, Pearson) is better higher
 
     def __init__(self, dataset):

@@ -26,6 +26,7 @@ from training.device import bf16_autocast
 
 
 class MaskedLM:
+    kind = "mlm"  # what metrics.json calls this kind of task (task_kind)
     selection = "loss"  # the validation metric that picks the best checkpoint ...
     higher_is_better = False  # ... and which way is better
     default_max_seq_len = 128  # tokens per block

@@ -17,6 +17,8 @@ from tasks.classification import Classification
 
 
 class Regression(Classification):
+    kind = "regression"
+
     @property
     def num_labels(self) -> int:
         return 1  # one output: the score

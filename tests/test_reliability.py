@@ -165,7 +165,7 @@ def test_paths_are_checked_before_any_work(tiny_model_dir, corpus, tmp_path, cap
     a_file.write_text("x")
     base = ["--method", "lora", "--max-steps", "2"]
     fails_cleanly(capsys, train.main, train_args(tiny_model_dir, corpus, a_file, *base),
-                  "a file, not a directory")  # fmt: skip
+                  "a file, not a folder")  # fmt: skip
     fails_cleanly(capsys, train.main, train_args(tiny_model_dir, corpus, a_file / "run", *base),
                   "cannot write there")  # fmt: skip
     fails_cleanly(capsys, train.main, [*train_args(tiny_model_dir, corpus, tmp_path / "r", *base), "--data-dir",

@@ -279,6 +279,15 @@ def fails_cleanly(capsys, main, argv, message):
     return err
 
 
+def refused_by_argparse(capsys, main, argv, message):
+    """A flag's value refused by its type (training/flags.py): argparse's usage and one error line, exit 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err
+    return err
+
+
 def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
     out = tmp_path / "out"
     base = train_args(tiny_model_dir, corpus, out, "--max-steps", "2", "--eval-every", "0")
@@ -299,14 +308,15 @@ def test_bad_input(tiny_model_dir, corpus, tmp_path, capsys):
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--data-dir", str(tmp_path)], "no train split")
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--max-seq-len", "65"],
                   "--max-seq-len 65: ")  # fmt: skip
-    fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--batch-size", "0"], "--batch-size")
+    refused_by_argparse(capsys, train.main, ["--method", "lora", *base, "--batch-size", "0"],
+                        "argument --batch-size: must be at least 1, got 0")  # fmt: skip
     fails_cleanly(capsys, train.main, ["--method", "lora", *base, "--resume"], "--resume: no checkpoint in")
 
     assert train.main(["--method", "lora", *base, "--save-every", "1"]) == 0
     before = (out / "adapter_model.safetensors").read_bytes()
     fails_cleanly(capsys, train.main, ["--method", "lora", *base], "already holds a run; pass --resume")
     fails_cleanly(capsys, train.main, ["--method", "hira", *base, "--resume"],
-                  "was made with method='lora', this command has 'hira'")  # fmt: skip
+                  "was made with method='lora', alpha=16.0, this command has method='hira', alpha=None")  # fmt: skip
     assert (out / "adapter_model.safetensors").read_bytes() == before  # nothing already written is lost
     fails_cleanly(capsys, evaluate.main, ["--runs-dir", str(tmp_path / "empty")], "no finished runs in")
 
@@ -316,5 +326,5 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_checkpoint(tiny_model_dir, corpu
     args = ["--method", "lora", "--max-steps", "20", "--lr", "1e30", "--eval-every", "0", "--save-every", "1"]
     assert train.main(train_args(tiny_model_dir, corpus, out, *args)) == 3
     err = capsys.readouterr().err
-    assert "the loss is nan" in err and "The last good checkpoint is kept" in err and "Traceback" not in err
+    assert "the loss is nan" in err and "the last good checkpoint is kept: " in err and "Traceback" not in err
     assert list((out / "checkpoints").glob("step-*")) and not (out / "metrics.json").exists()

@@ -143,7 +143,7 @@ def test_bad_input(tiny_model_dir, sentiment, corpus, tmp_path, capsys):
     pq.write_table(pa.table({"sentence": ["fine"] * 1000, "label": [0, 1, 2, 1] * 250}),
                    bad / "train-00000-of-00001.parquet")  # fmt: skip
     fails_cleanly(capsys, train.main, [*base, "--data-dir", str(bad)], "row 3 has label 2, outside the sst2 classes")
-    assert not any((tmp_path / "out").iterdir())  # nothing written for a run that could not start
+    assert not (tmp_path / "out").exists()  # nothing written for a run that could not start, not even its folder
 
 
 def test_imdb_layout_trains(tiny_model_dir, sentiment, tmp_path):

@@ -108,7 +108,7 @@ def test_kind_inference_and_sorted_classes(tmp_path):
     rows = [{"text": "a", "label": v} for v in (0.5, 1, 4.25)]
     assert isinstance(tasks.from_files(data.DataFiles(str(write(tmp_path / "r.jsonl", rows)))), tasks.Regression)
     (tmp_path / "t.txt").write_text("one line\nanother\n", encoding="utf-8")
-    assert tasks.kind_of(tasks.from_files(data.DataFiles(str(tmp_path / "t.txt")))) == "mlm"
+    assert tasks.from_files(data.DataFiles(str(tmp_path / "t.txt"))).kind == "mlm"
     task = tasks.from_files(data.DataFiles(str(write(tmp_path / "c.csv", ROWS))))
     assert task.label_names == ("neg", "neutral", "pos") and task.metrics == ("accuracy", "macro_f1")
 

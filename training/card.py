@@ -29,6 +29,11 @@ METRIC_TITLES = {
 FORMAT = {"perplexity": ".3f"}  # digits shown; the rest .4f
 
 
+def where_from(base_model: str) -> str:
+    """train.py records a local base model by its absolute path and a hub model by its repo id."""
+    return "a local folder" if base_model.startswith("/") else "the Hugging Face Hub"
+
+
 def model_card(m: dict) -> str:
     h = m["hyperparameters"]
     kind = m["task_kind"]
@@ -77,7 +82,7 @@ metrics: [{", ".join(names)}]
 {METHOD_LINES[m["method"]]}. Trained with minibert-peft (a from-scratch PyTorch implementation).
 
 ## Training configuration
-- **Base model:** {m["base_model"]} ({m["architecture"]})
+- **Base model:** {m["base_model"]} ({m["architecture"]}; {where_from(m["base_model"])})
 {adapter}{extra}- **Epochs:** {m["epochs"]:.2f} ({steps})
 - **Learning rate:** {h["lr"]}, AdamW, weight decay {h["weight_decay"]}, {schedule}
 - **Seed:** {h["seed"]}

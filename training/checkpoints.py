@@ -97,8 +97,9 @@ def latest_intact(out_dir: Path) -> Path | None:
 
 def load_checkpoint(out_dir: Path, model, optimizer, expected: dict, say) -> tuple[dict, dict]:
     """Restore the newest intact checkpoint into model and optimizer; returns (its state.json, the best
-    adapter so far). `expected`: the run identity (method, model, seed, ...), which must equal the
-    checkpoint's. `say(line)` reports each damaged checkpoint passed over."""
+    adapter so far). `expected`: the run identity (method, model, alpha, seed, ...: train.RESUME_IDENTITY),
+    which must equal the checkpoint's; every key that differs is named. `say(line)` reports each damaged
+    checkpoint passed over."""
     found = checkpoint_dirs(out_dir)
     if not found:
         raise ResumeError(f"--resume: no checkpoint in {Path(out_dir) / 'checkpoints'}; run without --resume to start")
@@ -115,12 +116,15 @@ def load_checkpoint(out_dir: Path, model, optimizer, expected: dict, say) -> tup
             "Nothing was deleted; start again without --resume in another --output-dir"
         )
     state = json.loads((path / "state.json").read_text())
-    for key, value in expected.items():
-        if state["run"].get(key) != value:
-            raise ResumeError(
-                f"--resume: {path} was made with {key}={state['run'].get(key)!r}, this command has {value!r}; "
-                "use the same arguments or another --output-dir"
-            )
+    made = state["run"]  # a key an older checkpoint did not record is not compared
+    differ = [key for key, value in expected.items() if key in made and made[key] != value]
+    if differ:
+        was = ", ".join(f"{key}={made[key]!r}" for key in differ)
+        now = ", ".join(f"{key}={expected[key]!r}" for key in differ)
+        raise ResumeError(
+            f"--resume: {path} was made with {was}, this command has {now}; resume with the "
+            "same values (only the run's length and cadence may change) or another --output-dir"
+        )
     with safe_open(str(path / "state.safetensors"), framework="pt") as f, torch.no_grad():
         keys = set(f.keys())
         for name, p in model.named_parameters():

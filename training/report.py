@@ -11,7 +11,6 @@ from safetensors import safe_open
 
 import methods
 import quant
-import tasks
 from training.device import peak_memory
 
 
@@ -58,11 +57,12 @@ def final_metrics(args, task, model, state: RunState, test_results: dict, device
         "finished": True,
         "task": task.name,
         "task_title": task.title,
-        "task_kind": tasks.kind_of(task),
+        "task_kind": task.kind,
         "data_files": args.data_files,  # your files (absolute paths, columns), or None for a named task
         "method": args.method,
         "base_model": args.model,
         "architecture": model.config.arch,
+        "base_shape": {"layers": model.config.num_layers, "hidden_size": model.config.hidden_size},
         "hyperparameters": {
             k: v for k, v in vars(args).items() if k not in ("resume", "device", "cache_dir", "data_files")
         },
