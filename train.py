@@ -162,6 +162,13 @@ def parse_args(argv=None):
     p.add_argument(
         "--eval-every", type=non_negative_int, default=500, help="validate every N steps (0: only at the end)"
     )
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=0,
+        help="stop once N validations in a row have not beaten the best (0, the default: never); the best "
+        "checkpoint is tested as always, and the schedule is the one planned for the whole run",
+    )
     p.add_argument("--eval-batch-size", type=positive_int, default=64, help="blocks or examples per evaluation batch")
     p.add_argument("--save-every", type=non_negative_int, default=500, help="checkpoint every N steps (0: never)")
     p.add_argument(
@@ -271,6 +278,13 @@ def check_method(args, task):
     if args.method == "head" and task.kind == "mlm":
         raise UsageError("--method head trains a classification head: use it with a classification or regression task")
     return task
+
+
+def stop_early(state: RunState, args, world: int) -> bool:
+    """--patience: the last `patience` validations did not beat the best. Only the main process validates, so
+    it decides for all (a sum over processes: the others add 0)."""
+    stale = torch.tensor(float(state.stale_validations >= args.patience))
+    return all_reduce_sum(stale, world).item() > 0
 
 
 def improves(result: dict, best: dict, task) -> bool:
@@ -435,7 +449,8 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
         result = task.evaluate(model, "validation", args.eval_batch_size, device)
         state.eval_time += time.perf_counter() - start
         state.last_validated = state.step
-        if improves(result, state.best, task):
+        state.stale_validations = 0 if improves(result, state.best, task) else state.stale_validations + 1
+        if state.stale_validations == 0:
             state.best = {"step": state.step, **result}
             state.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
             save_model(model, out_dir, args, task)
@@ -492,6 +507,10 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
                 validate()
             if args.save_every and step % args.save_every == 0:
                 checkpoint()
+            if args.patience and args.eval_every and step % args.eval_every == 0 and stop_early(state, args, world):
+                progress.write(f"step {step}: {args.patience} validations without a better one; stopping early")
+                state.stopped_early = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     except FloatingPointError as e:

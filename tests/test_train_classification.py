@@ -179,3 +179,21 @@ def test_a_run_under_nohup_logs_lines_not_bar_frames(tiny_model_dir, sentiment, 
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr and "step 20/20 (100%)" in result.stderr
     assert "step 20: validation loss" in result.stderr
+
+
+def test_patience_stops_a_run_that_has_stopped_improving(tiny_model_dir, sentiment, tmp_path):
+    """--patience 2 with validation every step at a rate too small to change a prediction: step 1 is the best,
+    steps 2 and 3 do not beat it, so the run stops at step 3 of 60, tests step 1's checkpoint, and says so;
+    without --patience the same run goes on."""
+    out = tmp_path / "patient"
+    flags = ["--method", "lora", "--lr", "1e-12", "--eval-every", "1", "--save-every", "0"]
+    assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], out, *flags), "--patience", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["steps"], metrics["best_step"], metrics["stopped_early"]) == (3, 1, True)
+    assert "stopped early (--patience 2)" in (out / "README.md").read_text()
+    validations = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()
+                   if json.loads(line)["split"] == "validation"]  # fmt: skip
+    assert validations == [1, 2, 3]
+    goes_on = tmp_path / "impatient"
+    assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], goes_on, *flags), "--max-steps", "5"]) == 0
+    assert json.loads((goes_on / "metrics.json").read_text())["steps"] == 5

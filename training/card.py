@@ -59,7 +59,9 @@ def model_card(m: dict) -> str:
     )
     targets = ", ".join(f"`{t}`" for t in m["target_modules"]) if isinstance(m["target_modules"], list) else "regex"
     unit = f"blocks of {h['max_seq_len']} tokens" if kind == "mlm" else "examples"
-    steps = f"{m['steps']} steps of {h['batch_size']} × {m['world_size']} {unit}"
+    steps = f"{m['steps']} steps of {h['batch_size']} × {m['world_size']} {unit}" + (
+        f", stopped early (--patience {h['patience']})" if m.get("stopped_early") else ""
+    )
     schedule = f"{h['warmup_steps']} warm-up steps, then linear decay"
     adapter = "" if m["method"] in ("head", "full") else f"- **Rank (r):** {h['r']}\n" \
         + (f"- **Alpha:** {h['alpha']}\n" if h.get("alpha") is not None else "") \

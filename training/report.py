@@ -20,6 +20,8 @@ class RunState:
     best: dict = field(default_factory=lambda: {"step": None})  # the best validation result, with its step
     best_state: dict = field(default_factory=dict)  # the best adapter so far (name -> tensor), as trained
     last_validated: int | None = None  # the step of the last validation
+    stale_validations: int = 0  # validations in a row that did not beat the best (--patience)
+    stopped_early: bool = False  # whether --patience ended the run before its last step
     train_time: float = 0.0  # seconds spent in training steps
     eval_time: float = 0.0  # seconds spent validating and testing
     samples_seen: int = 0  # training examples (or blocks) so far
@@ -73,6 +75,7 @@ def final_metrics(args, task, model, state: RunState, test_results: dict, device
         "trainable_percent": 100 * trainable / total,
         "model_size_mb": quant.model_bytes(model) / 1e6,
         "steps": state.step,
+        "stopped_early": state.stopped_early,
         "epochs": state.step / task.batches_per_epoch(global_batch),
         "metric_names": list(task.metrics),
         "test_splits": list(test_results),
