@@ -49,7 +49,7 @@ import methods
 import minibert
 import quant
 import tasks
-from minibert.files import WriteError, append_line, write_text
+from minibert.files import WriteError, append_line, sync_log, write_text
 from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
@@ -441,6 +441,7 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
 
     def checkpoint():
         if is_main:
+            sync_log(log_path)  # the log's lines up to this checkpoint, on disk with it
             run_state = {"run": identity, "epoch": state.step // steps_per_epoch, **state.saved()}
             save_checkpoint(out_dir, model, optimizer, run_state, state.best_state, keep=args.keep_checkpoints)
 

@@ -1,8 +1,16 @@
 """Writing files so that nothing is ever half-written, and a failed write says what failed and where.
 
-    write_atomically(path, write)   write(tmp) into a temporary file beside `path`, then rename it over
-                                    `path` (os.replace: atomic on POSIX). A crash, a full disk or a kill
-                                    leaves the old file or the new one, never a mixture.
+    write_atomically(path, write)   write(tmp) into a temporary file beside `path`, fsync it, rename it
+                                    over `path` (os.replace: atomic on POSIX), fsync the folder. A crash,
+                                    a full disk or a kill leaves the old file or the new one, never a
+                                    mixture; a power cut too, once the call has returned.
+
+Why both fsyncs: a rename is atomic for the processes that look at the folder, but the kernel may write
+the rename to disk before the file's data (ext4's delayed allocation did exactly that), so after a
+power cut the new name could point at an empty file. fsync(file) before the rename puts the data on the
+disk first; fsync(folder) after it makes the rename itself durable. A folder cannot be opened for fsync
+on every system (Windows): there that step is skipped. An appended log line (`append_line`) is not
+renamed; its reader skips a last line cut short, and train.py fsyncs the log at every checkpoint (`sync`).
 
 The temporary file comes from mkstemp, which creates it with mode 0600; before the rename it gets the
 mode a plain open() would have given it, 0666 minus the umask (0644 under the usual umask 022), so that on
@@ -45,7 +53,9 @@ def write_atomically(path, write: Callable[[str], None]) -> None:
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask())
+        sync(tmp)  # the data on disk before the name points at it
         os.replace(tmp, path)
+        sync_folder(path.parent)  # the rename itself on disk
     except Exception as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -70,6 +80,30 @@ def folder_problem(path) -> str | None:
     return None
 
 
+def sync(path) -> None:
+    """fsync a file: its data and size on the disk, not only in the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(path) -> None:
+    """fsync a folder, which makes the names created, renamed or removed in it durable; skipped where a
+    folder cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: nothing more can be done there
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_text(path, text: str) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -83,6 +117,15 @@ def append_line(path, line: str) -> None:
         raise WriteError(path, e) from None
 
 
+def sync_log(path) -> None:
+    """fsync an appended log, so that its lines so far survive a power cut (train.py: at every checkpoint)."""
+    try:
+        if Path(path).exists():
+            sync(path)
+    except OSError as e:
+        raise WriteError(path, e) from None
+
+
 def write_directory_atomically(path, fill: Callable[[Path], None]) -> None:
     """fill(tmp_dir) with files, then rename the directory to `path`: complete or absent. fill should
     write with write_file(...) so that a failure names the file."""
@@ -92,9 +135,11 @@ def write_directory_atomically(path, fill: Callable[[Path], None]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         fill(tmp)
         os.chmod(tmp, 0o777 & ~umask())
+        sync_folder(tmp)  # its files' names (write_file synced their data)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
+        sync_folder(path.parent)
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -109,5 +154,6 @@ def write_file(path, write: Callable[[str], None]) -> None:
     try:
         write(str(path))
         os.chmod(path, 0o666 & ~umask())
+        sync(path)
     except Exception as e:
         raise WriteError(path, e) from None
