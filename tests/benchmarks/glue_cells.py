@@ -1,0 +1,79 @@
+"""The converged GLUE comparison's results, kept in the repository: one small JSON file per finished run
+(a "cell"), so that the table can be built over several sessions on a 2-core machine, rerun on a GPU in
+one go, and checked by anyone (`glue_suite.py --rerun METHOD/TASK/SEED`).
+
+    docs/glue/cells/<method>-<task>-lr<lr>-s<seed>.json
+
+A cell holds the exact train.py arguments (the machine's folders as {GLUE}, {MODEL}, {CACHE}) and the git
+commit it ran at; its method, task, seed, learning rate, the steps it took and whether it stopped early;
+every validation and test metric of metrics.json; the validation curve (every validation) and the training
+loss (every 50 steps); its wall time, trainable and exported parameters, peak memory and the machine.
+`load()` returns only the cells whose arguments are the ones the current recipe gives (glue_recipe.command):
+a cell made under other settings is never mixed into the table.
+"""
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from minibert.files import write_text
+from tests.benchmarks.glue_recipe import command
+from tests.benchmarks.real_encoder import ROOT
+
+CELLS = ROOT / "docs" / "glue" / "cells"
+BASELINE = ROOT / "docs" / "glue" / "baseline.json"  # the majority / chance row, from the test files
+
+
+def name(method: str, task: str, lr: float, seed: int) -> str:
+    return f"{method}-{task}-lr{lr:g}-s{seed}"
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()  # fmt: skip
+    return done.stdout.strip() + ("+changes" if dirty else "")
+
+
+def record(run_dir: Path, argv: list[str], key: tuple, wall_s: float, threads: int) -> dict:
+    """The cell of a finished run: its metrics.json and train_log.jsonl boiled down (see the module doc)."""
+    method, task, lr, seed = key
+    m = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    measured = {k: v for k, v in m.items() if k.startswith(("test_", "validation_")) and isinstance(v, float)}
+    validation = [{k: v for k, v in row.items() if k != "split"} for row in log if row["split"] == "validation"]
+    train_loss = [
+        [row["step"], round(row["loss"], 4)] for row in log if row["split"] == "train" and row["step"] % 50 == 0
+    ]
+    return {
+        "method": method, "task": task, "seed": seed, "lr": lr,
+        "argv": argv, "commit": commit(),
+        "steps": m["steps"], "best_step": m["best_step"], "stopped_early": m["stopped_early"], "epochs": m["epochs"],
+        "metrics": measured,
+        "validation_curve": validation, "train_loss": train_loss,
+        "wall_s": round(wall_s, 1), "train_time_s": round(m["train_time_s"], 1),
+        "eval_time_s": round(m["eval_time_s"], 1),
+        "trainable_params": m["trainable_params"], "exported_params": m["exported_params"],
+        "zero_gate_share": m.get("zero_gate_share"), "peak_memory_mb": round(m["peak_memory_mb"], 1),
+        "examples": {split: m[f"{split}_examples"] for split in ("train", "validation", "test")},
+        "machine": f"{m['device']}, {threads} thread, torch {m['torch']}, {platform.machine()}",
+    }  # fmt: skip
+
+
+def save(cell: dict, folder: Path = CELLS) -> Path:
+    path = folder / f"{name(cell['method'], cell['task'], cell['lr'], cell['seed'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(cell, indent=1) + "\n")
+    return path
+
+
+def load(folder: Path = CELLS, quick: bool = False) -> dict[tuple, dict]:
+    """{(method, task, lr, seed): cell} of the stored cells that the current recipe would run as they are."""
+    cells = {}
+    for path in sorted(folder.glob("*.json")):
+        cell = json.loads(path.read_text())
+        key = (cell["method"], cell["task"], cell["lr"], cell["seed"])
+        if cell["argv"] == command(*key, quick=quick):
+            cells[key] = cell
+    return cells

@@ -1,0 +1,115 @@
+"""The recipe of the converged GLUE comparison (tests/benchmarks/glue_suite.py): which files, which steps,
+which learning rates, and the exact train.py command of every cell.
+
+The recipe follows what finished runs need, not what an hour holds:
+  - **Long enough to finish learning.** Each task runs up to MAX_STEPS steps of 16 (several epochs of the
+    small tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 65k sentences are capped
+    at 3,000 steps, where its curve is flat) and stops early once PATIENCE validations in a row have not
+    beaten the best (train.py --patience): the best checkpoint is then tested on the GLUE dev set.
+  - **Validation** every EVAL_EVERY steps (about half an epoch of the small tasks) on a fixed 10% of the
+    training file (train.py's split policy); never the test set.
+  - **Warm-up** the first 6% of MAX_STEPS (the LoRA paper's ratio), then linear decay to MAX_STEPS.
+  - **Learning rate** per method, from GRID's three rates at seed 0 on SWEEP_TASKS (a single-sentence task
+    and a pair task, the two that short runs failed to learn): the rate with the best mean validation
+    score is used on every task and seed. A chosen rate at the edge of the grid extends the grid by the
+    next rate beyond it (x3 or /3) until the best is inside (glue_suite.chosen_rates).
+  - Everything else is train.py's default: r = 8, alpha 16 on query and value, adapter dropout 0.1,
+    weight decay 0.01, length-bucketed batches, sequences cut at 128 tokens.
+
+A cell is stored with its command (glue_cells.py) and counts only while that command is the one this
+recipe gives: change a number here and the cells it touches are run again, never mixed in.
+"""
+
+import csv
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METHODS = ("head", "full", "lora", "sparse_lora", "hira", "dora", "qlora")
+NAMES = {"head": "head only", "full": "full fine-tuning", "lora": "LoRA", "sparse_lora": "Sparse LoRA",
+         "hira": "HiRA", "dora": "DoRA", "qlora": "QLoRA"}  # fmt: skip
+GRID = {  # three peak learning rates per method, around what the one-hour sweep and the papers suggest
+    "head": (1e-3, 3e-3, 1e-2),
+    "full": (2e-5, 5e-5, 1e-4),
+    "lora": (3e-4, 1e-3, 3e-3),
+    "sparse_lora": (3e-4, 1e-3, 3e-3),
+    "hira": (3e-3, 1e-2, 3e-2),
+    "dora": (3e-4, 1e-3, 3e-3),
+    "qlora": (3e-4, 1e-3, 3e-3),
+}
+SWEEP_TASKS = ("cola", "mrpc")
+TASKS = ("sst2", "mrpc", "cola", "stsb", "rte")
+SEEDS = (0, 1, 2)
+# Steps of batch 16 per task, at most (train examples after the validation split / 16 = steps per epoch:
+# SST-2 65,349 / 4,084; CoLA 7,696 / 481; MRPC 3,668 / 229; STS-B 5,174 / 323; RTE 2,241 / 140).
+MAX_STEPS = {
+    "sst2": 3000,
+    "cola": 3840,
+    "mrpc": 2290,
+    "stsb": 3230,
+    "rte": 2800,
+}  # SST-2 0.7, CoLA 8, 10, 10, 20 epochs
+EVAL_EVERY = {"sst2": 250, "cola": 240, "mrpc": 115, "stsb": 160, "rte": 140}
+PATIENCE = 5  # validations in a row without a better one: 2-3 epochs of the small tasks
+MAX_SEQ_LEN = 128
+# each task's score: the metric that picks the checkpoint, compares the sweep and fills the average
+SCORE = {"sst2": "accuracy", "mrpc": "f1", "cola": "matthews_correlation", "stsb": "pearson", "rte": "accuracy"}
+# the table's columns: (task, metric, title)
+COLUMNS = [("sst2", "accuracy", "SST-2 acc"), ("mrpc", "accuracy", "MRPC acc"), ("mrpc", "f1", "MRPC F1"),
+           ("cola", "matthews_correlation", "CoLA MCC"), ("stsb", "pearson", "STS-B Pearson"),
+           ("rte", "accuracy", "RTE acc")]  # fmt: skip
+# task: (folder in --glue-dir, train file, test file, {parquet column: file column}, CSV quoting)
+SOURCES = {
+    "sst2": ("glue-sst2", "train.tsv", "dev.tsv", {"sentence": "sentence", "label": "label"}, csv.QUOTE_NONE),
+    "mrpc": ("glue-mrpc", "msr_paraphrase_train.txt", "msr_paraphrase_test.txt",
+             {"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}, csv.QUOTE_NONE),
+    "cola": ("glue-cola", "train.tsv", "dev.tsv", {"sentence": "sentence", "label": "label"}, csv.QUOTE_NONE),
+    "stsb": ("glue-stsb", "train.tsv", "dev.tsv", {"sentence1": "sentence1", "sentence2": "sentence2",
+                                                   "label": "score"}, csv.QUOTE_NONE),
+    "rte": ("glue-rte", "train.tsv", "dev.tsv", {"sentence1": "sentence1", "sentence2": "sentence2",
+                                                 "label": "label"}, csv.QUOTE_MINIMAL),  # a TSV with CSV quoting
+}  # fmt: skip
+# How a command names the machine's folders, so that a stored command is the same on every machine.
+PLACES = ("{GLUE}", "{MODEL}", "{CACHE}")
+
+
+def build_glue(glue_dir: Path, out: Path, quick: bool = False) -> Path:
+    """GLUE's files as the hub's parquet layout, <task>/{train,validation}-00000-of-00001.parquet, the
+    test file saved as `validation` (what train.py tests on for a GLUE task). quick: only the first 1,200
+    training and 200 test rows."""
+    for task, (folder, train_file, test_file, columns, quoting) in SOURCES.items():
+        for split, name, rows in (("train", train_file, 1200), ("validation", test_file, 200)):
+            path = out / task / f"{split}-00000-of-00001.parquet"
+            if path.is_file():
+                continue
+            with (glue_dir / folder / name).open(encoding="utf-8", newline="") as f:
+                lines = list(csv.DictReader(f, delimiter="\t", quoting=quoting))[: rows if quick else None]
+            label = float if task == "stsb" else int
+            table = {ours: [line[theirs] for line in lines] for ours, theirs in columns.items()}
+            table["label"] = [label(value) for value in table["label"]]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            pq.write_table(pa.table(table), tmp)
+            tmp.replace(path)
+    return out
+
+
+def command(method: str, task: str, lr: float, seed: int, quick: bool = False) -> list[str]:
+    """The train.py arguments of one cell, the machine's folders as PLACES (quick: a few steps, to check)."""
+    steps = 6 if quick else MAX_STEPS[task]
+    every = 3 if quick else EVAL_EVERY[task]
+    return ["--task", task, "--data-dir", "{GLUE}/" + task, "--model", "{MODEL}", "--cache-dir", "{CACHE}",
+            "--method", method, "--lr", f"{lr:g}", "--seed", str(seed), "--epochs", "100", "--max-steps", str(steps),
+            "--warmup-steps", str(round(0.06 * steps)), "--eval-every", str(every), "--patience", str(PATIENCE),
+            "--max-seq-len", str(MAX_SEQ_LEN), "--save-every", "0"]  # fmt: skip
+
+
+def placed(argv: list[str], places: dict[str, Path]) -> list[str]:
+    """The command with PLACES filled in: {"{GLUE}": Path(...), ...}."""
+    out = []
+    for arg in argv:
+        for name, path in places.items():
+            arg = arg.replace(name, str(path))
+        out.append(arg)
+    return out

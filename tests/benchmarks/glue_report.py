@@ -1,0 +1,228 @@
+"""The converged GLUE comparison's report, made from the stored cells alone (docs/glue/cells/), with no run:
+the README's headline table, docs/results.md's tables and the curves figure.
+
+    python -m tests.benchmarks.glue_report          # rebuild the tables and figure from the stored cells
+
+Which learning rate a method uses is read off its sweep cells (glue_recipe.py): the rate with the best
+mean validation score over SWEEP_TASKS at seed 0, once every rate of its grid is stored; a best rate at the
+grid's edge extends the grid (`rates`), and the method has no rate, and no row, until that is settled.
+"""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from tests.benchmarks import glue_cells
+from tests.benchmarks.glue_recipe import (
+    COLUMNS,
+    GRID,
+    MAX_STEPS,
+    METHODS,
+    NAMES,
+    PATIENCE,
+    SCORE,
+    SEEDS,
+    SWEEP_TASKS,
+    TASKS,
+)
+from tests.benchmarks.real_encoder import FIGURES, ROOT, figure, table_head, write_between_markers
+
+
+def validation_score(cell: dict) -> float:
+    return cell["metrics"][f"validation_{SCORE[cell['task']]}"]
+
+
+def rates(method: str, cells: dict) -> tuple[list[float], float | None]:
+    """(the rates to sweep, the chosen rate or None): GRID, extended past an edge that won (see module doc)."""
+    grid = sorted(GRID[method])
+    while all((method, task, lr, 0) in cells for lr in grid for task in SWEEP_TASKS):
+        mean = {lr: statistics.fmean(validation_score(cells[method, t, lr, 0]) for t in SWEEP_TASKS) for lr in grid}
+        best = max(grid, key=mean.get)
+        if best == grid[0]:
+            grid.insert(0, float(f"{best / 3:.0e}"))
+        elif best == grid[-1]:
+            grid.append(float(f"{best * 3:.0e}"))
+        else:
+            return grid, best
+    return grid, None
+
+
+def chosen_rates(cells: dict) -> dict[str, float]:
+    return {m: lr for m in METHODS if (lr := rates(m, cells)[1]) is not None}
+
+
+def table_cells(cells: dict) -> dict[str, dict[str, list[dict]]]:
+    """{method: {task: the cells at its chosen rate, by seed}} of the methods whose rate is chosen."""
+    chosen = chosen_rates(cells)
+    return {m: {t: [cells[m, t, lr, s] for s in SEEDS if (m, t, lr, s) in cells] for t in TASKS}
+            for m, lr in chosen.items()}  # fmt: skip
+
+
+def mean_std(values: list[float]) -> str:
+    """Mean ± std (x 100) and n, or a dash."""
+    if not values:
+        return "–"
+    values = [100 * v for v in values]
+    spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.1f}{spread} (n={len(values)})"
+
+
+def score(cell: dict, task: str) -> float:
+    return cell["metrics"][f"test_{SCORE[task]}"]
+
+
+def main_table(rows: dict, chosen: dict, baseline: dict) -> list[str]:
+    lines = table_head("method", "lr", "trainable params", *[title for _, _, title in COLUMNS], "average")
+    majority = [f"{100 * baseline[t][metric]:.1f}" for t, metric, _ in COLUMNS]
+    lines.append(f"| majority class / chance | – | 0 | {' | '.join(majority)} | – |")
+    for method, runs in rows.items():
+        cells = [mean_std([c["metrics"][f"test_{metric}"] for c in runs[task]]) for task, metric, _ in COLUMNS]
+        common = min(len(runs[t]) for t in TASKS)  # seeds that every task has
+        average = [statistics.fmean(score(runs[t][i], t) for t in TASKS) for i in range(common)]
+        params = next((c["trainable_params"] for t in TASKS for c in runs[t]), 0)
+        lines.append(f"| {NAMES[method]} | {chosen[method]:g} | {params:,} | {' | '.join(cells)} | "
+                     f"{mean_std(average)} |")  # fmt: skip
+    return lines
+
+
+def against_full(rows: dict) -> list[str]:
+    """Each method's difference from full fine-tuning in each task's score (points), ± the standard error of
+    the difference; ** beyond twice it (the README's rule for calling one better)."""
+    lines = table_head("method", *[f"{t} {SCORE[t]}" for t in TASKS])
+    for method, runs in rows.items():
+        if method == "full" or "full" not in rows:
+            continue
+        out = []
+        for task in TASKS:
+            ours, full = [100 * score(c, task) for c in runs[task]], [100 * score(c, task) for c in rows["full"][task]]
+            if not ours or not full:
+                out.append("–")
+                continue
+            diff = statistics.fmean(ours) - statistics.fmean(full)
+            if len(ours) < 2 or len(full) < 2:
+                out.append(f"{diff:+.1f} (one seed)")
+                continue
+            se = math.sqrt(statistics.variance(ours) / len(ours) + statistics.variance(full) / len(full))
+            out.append(f"{diff:+.1f} ± {se:.1f}" + (" **" if abs(diff) > 2 * se else ""))
+        lines.append(f"| {NAMES[method]} | {' | '.join(out)} |")
+    return lines
+
+
+def sparse_table(runs: dict) -> list[str]:
+    lines = table_head("task", "zero gates, %", "exported params (mean)", "trainable params")
+    for task in TASKS:
+        if runs[task]:
+            zero = mean_std([c["zero_gate_share"] for c in runs[task]])
+            exported = statistics.fmean(c["exported_params"] for c in runs[task])
+            lines.append(f"| {task} | {zero} | {exported:,.0f} | {runs[task][0]['trainable_params']:,} |")
+    return lines
+
+
+def sweep_table(cells: dict) -> list[str]:
+    lines = table_head("method", "lr", *[f"validation {t} {SCORE[t]}" for t in SWEEP_TASKS], "mean", "chosen")
+    for m in METHODS:
+        grid, best = rates(m, cells)
+        for lr in grid:
+            got = [cells.get((m, t, lr, 0)) for t in SWEEP_TASKS]
+            values = [f"{100 * validation_score(c):.1f}" if c else "not run yet" for c in got]
+            mean = f"{100 * statistics.fmean(validation_score(c) for c in got):.1f}" if all(got) else "–"
+            lines.append(f"| {NAMES[m]} | {lr:g} | {' | '.join(values)} | {mean} | {'yes' if lr == best else ''} |")
+    return lines
+
+
+def convergence_table(rows: dict) -> list[str]:
+    """Per task: the steps each method's runs took, how many stopped early, and the mean wall time of a cell."""
+    lines = table_head("method", *[f"{t}: steps (of {MAX_STEPS[t]}), stopped early, min" for t in TASKS])
+    for method, runs in rows.items():
+        out = []
+        for task in TASKS:
+            r = runs[task]
+            if not r:
+                out.append("–")
+                continue
+            steps = "/".join(str(c["steps"]) for c in r)
+            out.append(f"{steps}, {sum(c['stopped_early'] for c in r)}/{len(r)}, "
+                       f"{statistics.fmean(c['wall_s'] for c in r) / 60:.0f}")  # fmt: skip
+        lines.append(f"| {NAMES[method]} | {' | '.join(out)} |")
+    return lines
+
+
+def plot_curves(rows: dict, chosen: dict, figures: Path) -> None:
+    """Per task, the validation score over steps of seed 0 of every method at its chosen rate: a curve that
+    is flat at the end is a run that finished learning."""
+    plt, path = figure(figures, "glue_converged_curves.png")
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8))
+    for j, task in enumerate(TASKS):
+        for i, method in enumerate(METHODS):
+            seed0 = [c for c in rows.get(method, {}).get(task, []) if c["seed"] == 0]
+            if seed0:
+                curve = seed0[0]["validation_curve"]
+                axes[j].plot([p["step"] for p in curve], [p[SCORE[task]] for p in curve], "-", color=f"C{i}", lw=1,
+                             label=f"{NAMES[method]} ({chosen[method]:g})")  # fmt: skip
+        axes[j].set(title=task, xlabel="step", ylabel=f"validation {SCORE[task]}")
+        axes[j].legend(fontsize=6)
+    fig.suptitle(f"GLUE on all-MiniLM-L6-v2: validation score of seed 0 (stops after {PATIENCE} without a better one)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(cells: dict, baseline: dict, figures: Path = FIGURES) -> tuple[list[str], list[str]]:
+    """(the headline: the table and the differences from full fine-tuning, for the README; the details:
+    convergence, Sparse LoRA's gates, the sweep, the compute), and the curves figure in `figures`."""
+    chosen = chosen_rates(cells)
+    rows = table_cells(cells)
+    stored = sum(len(r[t]) for r in rows.values() for t in TASKS)
+    hours = sum(c["wall_s"] for c in cells.values()) / 3600
+    headline = [
+        f"{stored} of the table's {len(METHODS) * len(TASKS) * len(SEEDS)} cells are stored "
+        f"({len(cells)} runs with the sweep); each cell is mean ± std over the seeds stored (n). Test metrics x 100 "
+        "on the GLUE dev sets (MRPC: Microsoft's test file); the average is over the five task scores of each seed "
+        "that every task has.",
+        "",
+        *main_table(rows, chosen, baseline),
+        "",
+        "Difference from full fine-tuning in points (means over seeds) ± its standard error; ** marks a difference "
+        "beyond twice its standard error:",
+        "",
+        *against_full(rows),
+        "",
+        f"Compute so far: {hours:.1f} hours of one CPU thread for {len(cells)} runs "
+        f"({60 * hours / max(1, len(cells)):.0f} min a run on average), two runs at a time on a 2-core machine.",
+    ]
+    details = [
+        "Steps each run took, how many stopped early (--patience), and the wall time of one cell (one thread):",
+        "",
+        *convergence_table(rows),
+        "",
+        *(["Sparse LoRA's gates at the end of each run (the exported adapter keeps only the non-zero ranks):", "",
+           *sparse_table(rows["sparse_lora"]), ""] if "sparse_lora" in rows else []),
+        f"The learning-rate sweep: seed 0, {' and '.join(SWEEP_TASKS)}, the validation score of each run's best "
+        "checkpoint:",
+        "",
+        *sweep_table(cells),
+    ]  # fmt: skip
+    plot_curves(rows, chosen, figures)
+    return headline, details
+
+
+def publish_report(cells: dict, baseline: dict) -> str:
+    """The report into docs/results.md (all of it) and, once every method has a seed-0 cell on every task,
+    into the README (the headline), between their markers: the README shows no half-empty table."""
+    headline, details = report(cells, baseline)
+    rows = table_cells(cells)
+    if len(rows) == len(METHODS) and all(rows[m][t] for m in METHODS for t in TASKS):
+        write_between_markers(ROOT / "README.md", "glue-converged", "\n".join(headline) + "\n")
+    text = "\n".join(headline + [""] + details) + "\n"
+    write_between_markers(ROOT / "docs" / "results.md", "glue-converged", text)
+    return text
+
+
+def main():
+    baseline = json.loads(glue_cells.BASELINE.read_text())
+    print(publish_report(glue_cells.load(), baseline))
+
+
+if __name__ == "__main__":
+    main()
