@@ -225,6 +225,7 @@ def main():
     cells_dir = work / "cells-quick" if args.quick else glue_cells.CELLS
     baseline = majority_baseline(glue)
     if not args.quick:
+        glue_cells.BASELINE.parent.mkdir(parents=True, exist_ok=True)
         write_text(glue_cells.BASELINE, json.dumps(baseline, indent=1) + "\n")
     runner = Runner(work, places, args.quick, cells_dir)
     try:
