@@ -81,7 +81,7 @@ class UsageError(Exception):
     """A bad command line or output directory; printed as one line, exit code 2."""
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--method",
@@ -153,7 +153,8 @@ def parse_args(argv=None):
         default=None,
         help="sparse_lora: L1 strength λ on the gates: a rank is kept while the loss gradient on its gate "
         f"reaches λ, on a short run and a long one alike (default {methods.sora.DEFAULT_SPARSE_LAMBDA}; "
-        "0: no pruning). Pruning starts after --warmup-steps",
+        "0: no pruning). Gates are judged once the warm-up is over and the training loss has fallen by more "
+        "than its noise",
     )
     p.add_argument(
         "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
@@ -187,7 +188,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def check_args(args, model_config):

@@ -47,7 +47,7 @@ import torch.nn as nn
 from methods.base import AdapterError
 from methods.lora import LoRALinear
 
-DEFAULT_SPARSE_LAMBDA = 3e-4  # λ, in loss per unit of gate: the λ study on MiniLM (docs/results.md)
+DEFAULT_SPARSE_LAMBDA = 3e-4  # λ, in loss per unit of gate: the λ study on MiniLM (docs/sparse_lora.md)
 START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
 GATE_LR_SCALE = 10.0  # the gates' learning rate, in multiples of the adapters' (see the module docstring)
 

@@ -148,18 +148,20 @@ def convergence_table(rows: dict) -> list[str]:
     return lines
 
 
-def plot_curves(rows: dict, chosen: dict, figures: Path) -> None:
-    """Per task, the validation score over steps of seed 0 of every method at its chosen rate: a curve that
-    is flat at the end is a run that finished learning."""
+def plot_curves(cells: dict, chosen: dict, figures: Path) -> None:
+    """Per task, the validation score over steps of seed 0 of every method at its chosen rate (solid), or
+    of each rate of its sweep while none is chosen (dashed): a curve flat at its end finished learning."""
     plt, path = figure(figures, "glue_converged_curves.png")
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8))
     for j, task in enumerate(TASKS):
         for i, method in enumerate(METHODS):
-            seed0 = [c for c in rows.get(method, {}).get(task, []) if c["seed"] == 0]
-            if seed0:
-                curve = seed0[0]["validation_curve"]
-                axes[j].plot([p["step"] for p in curve], [p[SCORE[task]] for p in curve], "-", color=f"C{i}", lw=1,
-                             label=f"{NAMES[method]} ({chosen[method]:g})")  # fmt: skip
+            shown = sorted((lr, c) for (m, t, lr, s), c in cells.items() if m == method and t == task and s == 0
+                           and chosen.get(method, lr) == lr)  # fmt: skip
+            for lr, cell in shown:
+                curve, style = cell["validation_curve"], "-" if method in chosen else "--"
+                label = f"{NAMES[method]} ({lr:g}{'' if method in chosen else ', sweep'})"
+                axes[j].plot([p["step"] for p in curve], [p[SCORE[task]] for p in curve], style, color=f"C{i}", lw=1,
+                             label=label)  # fmt: skip
         axes[j].set(title=task, xlabel="step", ylabel=f"validation {SCORE[task]}")
         axes[j].legend(fontsize=6)
     fig.suptitle(f"GLUE on all-MiniLM-L6-v2: validation score of seed 0 (stops after {PATIENCE} without a better one)")
@@ -203,7 +205,7 @@ def report(cells: dict, baseline: dict, figures: Path = FIGURES) -> tuple[list[s
         "",
         *sweep_table(cells),
     ]  # fmt: skip
-    plot_curves(rows, chosen, figures)
+    plot_curves(cells, chosen, figures)
     return headline, details
 
 

@@ -1,0 +1,140 @@
+"""The docs say what the code does: every command line in the README and docs/ parses with its script's own
+argparse, every flag the docs name exists, every default the docs quote (the defaults table of
+docs/training.md, the "(default X)" of each --help line) is the one the code uses, and every relative link
+and #anchor resolves. Numbers measured by a benchmark cannot be checked this way: those tables are
+written by their benchmark between markers, never by hand."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import evaluate
+import merge
+import methods
+import predict
+import tasks
+import train
+from tests.test_loading import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "predict.py": predict, "merge.py": merge}
+
+
+def fenced_lines(page: Path) -> list[str]:
+    """The lines of the page's ``` blocks, a line continued with \\ joined to the next."""
+    lines, inside, held = [], False, ""
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if inside:
+            held += line.rstrip("\\").rstrip() + " " if line.rstrip().endswith("\\") else line
+            if not line.rstrip().endswith("\\"):
+                lines.append(held)
+                held = ""
+    return lines
+
+
+def commands() -> list[tuple[str, str, list[str]]]:
+    """(page, script, arguments) of every `python SCRIPT ...` or `torchrun ... SCRIPT ...` line in a block."""
+    found = []
+    for page in PAGES:
+        for line in fenced_lines(page):
+            words = shlex.split(line, comments=True)
+            for i, word in enumerate(words):
+                if word in SCRIPTS and i > 0 and (words[i - 1] == "python" or words[0] == "torchrun"):
+                    end = next((j for j in range(i + 1, len(words)) if words[j] in ("|", "&&", ">", "<")), None)
+                    found.append((page.name, word, words[i + 1 : end]))
+                    break
+    return found
+
+
+@pytest.mark.parametrize("page, script, argv", commands(), ids=lambda x: x if isinstance(x, str) else None)
+def test_every_command_in_the_docs_parses(page, script, argv):
+    try:
+        SCRIPTS[script].parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"{page}: `{script} {' '.join(argv)}` does not parse (exit {e.code})")
+
+
+def known_flags() -> set[str]:
+    """Every flag of the four scripts and of the benchmarks (read off their add_argument calls)."""
+    flags = set()
+    for path in [*(ROOT / name for name in SCRIPTS), *sorted((ROOT / "tests" / "benchmarks").glob("*.py"))]:
+        flags |= set(re.findall(r"""add_argument\(\s*["'](--[a-z0-9-]+)""", path.read_text(encoding="utf-8")))
+    return flags
+
+
+def test_every_flag_the_docs_name_exists():
+    flags, unknown = known_flags(), []
+    for page in PAGES:
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", page.read_text(encoding="utf-8")):
+            if flag not in flags and flag not in ("--help", "--nproc", "--index-url"):
+                unknown.append(f"{page.name}: {flag}")
+    assert not unknown, unknown
+
+
+def effective_default(name: str, method: str = "lora"):
+    """What train.py uses when a flag is left out: argparse's default, a method flag's, or the method's lr."""
+    if name == "lr":
+        return train.METHOD_LR.get(method, train.DEFAULT_LR)
+    if name == "max_seq_len":
+        return tasks.get("wikitext2").default_max_seq_len  # every task's but IMDB's (512)
+    if name in train.METHOD_FLAGS:
+        return train.METHOD_FLAGS[name][0]
+    return train.parse_args(["--method", method]).__dict__[name]
+
+
+def defaults_table() -> list[tuple[str, str, str]]:
+    """(flag, method or '', value) of the rows of docs/training.md's defaults table: | `--flag` (method) | value |."""
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    table = text.split("<!-- defaults:start -->")[1].split("<!-- defaults:end -->")[0]
+    return re.findall(r"^\| `(--[a-z-]+)`(?: \(([a-z_]+)\))? \| `([^`]+)` \|", table, flags=re.M)
+
+
+def test_the_defaults_table_is_the_codes():
+    rows = defaults_table()
+    assert len(rows) >= 15
+    for flag, method, value in rows:
+        name = flag[2:].replace("-", "_")
+        actual = effective_default(name, method or "lora")
+        assert str(actual) == value or (isinstance(actual, float) and float(value) == actual), (flag, method, value)
+    for method in methods.METHODS:  # every method's learning rate is in the table
+        assert any(flag == "--lr" and (m == method or (not m and method not in train.METHOD_LR))
+                   for flag, m, _ in rows), method  # fmt: skip
+
+
+def test_every_help_default_is_the_codes():
+    """A flag whose help says "(default X)" uses X."""
+    parser_help = {}
+    for action in train.build_parser()._actions:
+        if action.help and action.option_strings:
+            parser_help[action.dest] = action.help
+    for name, text in parser_help.items():
+        for said in re.findall(r"\(default ([0-9][0-9.e-]*)", text):
+            assert float(said) == float(effective_default(name)), (name, said)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", heading.strip().lower()))
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), flags=re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

@@ -1,0 +1,78 @@
+"""The converged GLUE suite's bookkeeping (tests/benchmarks/glue_*.py), on made-up cells: which rate a sweep
+chooses and when it must grow, the order of the runs still to do, and that a cell made under other settings
+is never read as one of this recipe's. The runs themselves are benchmarks, not tests."""
+
+import json
+
+from tests.benchmarks import glue_cells, glue_report, glue_suite
+from tests.benchmarks.glue_recipe import GRID, METHODS, SWEEP_TASKS, TASKS, command
+
+
+def cell(method, task, lr, seed, validation=0.5, test=0.5, **extra):
+    return {"method": method, "task": task, "lr": lr, "seed": seed, "argv": command(method, task, lr, seed),
+            "metrics": {f"validation_{m}": validation for m in ("accuracy", "f1", "matthews_correlation", "pearson")}
+            | {f"test_{m}": test for m in ("accuracy", "f1", "matthews_correlation", "pearson")},
+            "wall_s": 60.0, "steps": 100, "stopped_early": True, "trainable_params": 10, "exported_params": 10,
+            "zero_gate_share": 0.25, "validation_curve": [], **extra}  # fmt: skip
+
+
+def swept(method, scores: dict) -> dict:
+    """Seed-0 cells on both sweep tasks, one validation score per rate."""
+    return {(method, t, lr, 0): cell(method, t, lr, 0, validation=v) for lr, v in scores.items() for t in SWEEP_TASKS}
+
+
+def test_the_sweep_chooses_an_inner_rate_and_grows_past_a_winning_edge():
+    low, mid, high = GRID["lora"]
+    assert glue_report.rates("lora", swept("lora", {low: 0.5, mid: 0.7, high: 0.6})) == ([low, mid, high], mid)
+    cells = swept("lora", {low: 0.5, mid: 0.6, high: 0.7})  # the top rate wins: one more above it
+    grid, chosen = glue_report.rates("lora", cells)
+    assert chosen is None and grid == [low, mid, high, float(f"{high * 3:.0e}")]
+    cells |= swept("lora", {grid[-1]: 0.65})  # now the old top is inside and best
+    assert glue_report.rates("lora", cells) == (grid, high)
+    assert glue_report.rates("lora", swept("lora", {low: 0.5, mid: 0.7})) == ([low, mid, high], None)  # not all run
+
+
+def test_runs_go_breadth_first():
+    """Seed 0 of a method whose rate is chosen, then the sweeps still open (the likely rate first), then seeds
+    1 and 2; nothing already stored."""
+    low, mid, high = GRID["lora"]
+    cells = swept("lora", {low: 0.5, mid: 0.7, high: 0.6})
+    jobs = glue_suite.next_jobs(cells)
+    first_tasks = [t for t in TASKS if t not in SWEEP_TASKS]
+    assert jobs[: len(first_tasks)] == [("lora", t, mid, 0) for t in first_tasks]
+    sweeps = jobs[len(first_tasks) : len(first_tasks) + 2]
+    assert sweeps == [("head", t, GRID["head"][1], 0) for t in SWEEP_TASKS]
+    assert jobs.index(("lora", "sst2", mid, 1)) > max(jobs.index(j) for j in jobs if j[3] == 0)
+    assert not set(cells) & set(jobs)
+    assert len([j for j in jobs if j[3] == 0 and j[0] != "lora"]) == sum(
+        len(GRID[m]) * len(SWEEP_TASKS) for m in METHODS if m != "lora"
+    )
+
+
+def test_a_cell_from_other_settings_is_not_read(tmp_path):
+    good = cell("lora", "mrpc", 1e-3, 0)
+    stale = cell("lora", "cola", 1e-3, 0)
+    stale["argv"] = [*stale["argv"][:-2], "--patience", "9"]  # made when the recipe said otherwise
+    for c in (good, stale):
+        glue_cells.save(c, tmp_path)
+    assert list(glue_cells.load(tmp_path)) == [("lora", "mrpc", 1e-3, 0)]
+    assert json.loads((tmp_path / "lora-cola-lr0.001-s0.json").read_text())["argv"][-1] == "9"  # kept, not used
+
+
+def test_the_report_differs_from_full_fine_tuning_with_a_standard_error(tmp_path):
+    """A method 10 points below full on every task, over 3 seeds each: -10.0 ± its standard error, **."""
+    cells = {}
+    for method, base in (("full", 0.8), ("lora", 0.7)):
+        cells |= swept(method, dict.fromkeys(GRID[method][:1], 0.1) | {GRID[method][1]: 0.9}
+                       | dict.fromkeys(GRID[method][2:], 0.2))  # fmt: skip
+        lr = GRID[method][1]
+        for task in TASKS:
+            for seed, noise in zip((0, 1, 2), (-0.01, 0.0, 0.01), strict=True):
+                cells[method, task, lr, seed] = cell(method, task, lr, seed, test=base + noise)
+    rows = glue_report.table_cells(cells)
+    lines = glue_report.against_full(rows)
+    assert lines[2].startswith("| LoRA | -10.0 ± 0.8 **")
+    baseline = {t: {"accuracy": 0.5, "f1": 0.6, "matthews_correlation": 0.0, "pearson": 0.0} for t in TASKS}
+    table = glue_report.main_table(rows, glue_report.chosen_rates(cells), baseline)
+    assert table[2].startswith("| majority class / chance | – | 0 | 50.0 |")
+    assert "70.0 ± 1.0 (n=3)" in table[4]
