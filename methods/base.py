@@ -16,6 +16,8 @@ matrix per adapted layer while merged, and is dropped by unmerge.
 import torch
 import torch.nn as nn
 
+from quant.linear4bit import Linear4bit
+
 
 class AdapterError(ValueError):
     """A method, its arguments or an adapter file is not usable; the message says what and how to fix it."""
@@ -47,6 +49,12 @@ class AdapterLinear(nn.Module):
         (the adapter is the part being trained, and is small)."""
         device = next(self.base.parameters(), next(self.base.buffers(), None)).device
         return nn.Parameter(torch.zeros(*shape, device=device, dtype=torch.float32))
+
+    def base_weight(self) -> torch.Tensor:
+        """W0 (out, in) in float32; a 4-bit base's dequantised weight."""
+        if isinstance(self.base, Linear4bit):
+            return self.base.weight_nf4.dequantize(torch.float32)
+        return self.base.weight.float()
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """The method's contribution for an input x (..., in) -> (..., out), computed in the adapter's

@@ -31,7 +31,6 @@ import torch
 import torch.nn as nn
 
 from methods.lora import LoRALinear
-from quant.linear4bit import Linear4bit
 
 
 class DoRALinear(LoRALinear):
@@ -40,12 +39,6 @@ class DoRALinear(LoRALinear):
         self.lora_magnitude_vector = self.new_factor(base.out_features)  # m: (out,)
         with torch.no_grad():
             self.lora_magnitude_vector.copy_(self.weight_norm())  # m = ||W0||_c (B = 0 at step 0)
-
-    def base_weight(self) -> torch.Tensor:
-        """W0 (out, in) in float32; a 4-bit base's dequantised weight."""
-        if isinstance(self.base, Linear4bit):
-            return self.base.weight_nf4.dequantize(torch.float32)
-        return self.base.weight.float()
 
     @torch.no_grad()
     def weight_norm(self) -> torch.Tensor:

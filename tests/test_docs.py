@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import analyze
 import evaluate
 import merge
 import methods
@@ -19,7 +20,7 @@ import train
 from tests.test_loading import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "predict.py": predict, "merge.py": merge}
+SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "predict.py": predict, "merge.py": merge, "analyze.py": analyze}
 
 
 def fenced_lines(page: Path) -> list[str]:
