@@ -9,7 +9,8 @@ analysis.md, and one figure per analysis that the runs allow (analysis/ holds th
   spectrum.png      singular values of ΔW per run, with rank, effective rank and stable rank (LoRA §7,
                     HiRA §3): LoRA's rank is at most r, HiRA's and full fine-tuning's need not be
   subspace.png      φ(A_1, A_2, i, j) of every pair of LoRA-family runs (LoRA §7.2, Figs. 3-4), on the first
-                    and the last adapted layer
+                    and the last adapted layer, beside φ of the same runs' initial A's (rebuilt from their
+                    seed): runs that share a seed share their A at step 0
   amplification     ||U^T W V||_F for ΔW's, W's and random directions, and ||ΔW||_F / ||U^T W V||_F (LoRA §7.3)
   magnitude.png     ΔD against ΔM over a run's checkpoints (DoRA §3, Fig. 2), for runs trained with
                     --save-every and --keep-checkpoints
@@ -89,17 +90,19 @@ def subspace_section(runs, plt, out: Path) -> list[str]:
     if not pairs:
         return []
     lines = ["## Subspace similarity", "", "![subspace](subspace.png)", "",
-             "| runs | module | φ(1, 1) | φ over the top min(r1, r2) directions | random subspaces of that size |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "| runs | module | φ(1, 1) | φ over the top min(r1, r2) directions | the same, of their initial A's | "
+             "random subspaces of that size |", "|---|---|---|---|---|---|"]  # fmt: skip
+    initial = {id(run): updates.initial_a(run) for pair in pairs for run in pair}
     fig, axes = plt.subplots(len(pairs), 2, figsize=(9, 3.6 * len(pairs)), squeeze=False)
     for row, (a, b) in enumerate(pairs):
         common = [name for name in a.layers if name in b.layers]
         for col, name in enumerate([common[0], common[-1]]):
             phi = subspace_similarity(a.layers[name].a, b.layers[name].a)  # (r1, r2)
+            at_start = subspace_similarity(initial[id(a)][name], initial[id(b)][name])
             k = min(phi.shape) - 1
             dim = a.layers[name].a.shape[1]
             lines.append(f"| {label(a)} / {label(b)} | {name} | {phi[0, 0]:.3f} | {phi[k, k]:.3f} | "
-                         f"{(k + 1) / dim:.3f} |")  # fmt: skip
+                         f"{at_start[k, k]:.3f} | {(k + 1) / dim:.3f} |")  # fmt: skip
             image = axes[row, col].imshow(phi.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
             axes[row, col].set(title=f"{name}\n{a.path.name} (i) vs {b.path.name} (j)", xlabel="j", ylabel="i")
             fig.colorbar(image, ax=axes[row, col])

@@ -78,6 +78,28 @@ def load(run_dir) -> Run:
 
 
 @torch.no_grad()
+def initial_a(run: Run) -> dict[str, torch.Tensor]:
+    """LoRA's A of every adapted layer as the run started (its random initialisation), rebuilt as train.py
+    built it: the global seed set to the run's, the model loaded, the method put in. A moves little in a
+    short run, so two runs that share a seed share most of their A: the subspace analysis compares the
+    trained A's overlap with this one's. (The head is drawn from its own fixed seed and takes nothing
+    from the global generator, so only the adapters' draws follow the seed.)"""
+    h = run.metrics["hyperparameters"]
+    torch.manual_seed(h["seed"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tasks.from_run(run.metrics).load_model(run.base_model, dtype=None, device="cpu")
+    options = {"sparse_lambda": h["sparse_lambda"]} if run.method == "sparse_lora" else {}
+    if run.method in methods.QUANTISED:
+        options = {"blocksize": h["blocksize"], "double_quant": not h["no_double_quant"]}
+    targets = h["target_modules"].split(",") if h.get("target_modules") else None
+    methods.apply(model, run.method, r=h["r"], alpha=h["alpha"] or 16, dropout=h["dropout"], target_modules=targets,
+                  **options)  # fmt: skip
+    return {name: layer.lora_A.detach().clone() for name, layer in adapter_layers(model).items()
+            if hasattr(layer, "lora_A")}  # fmt: skip
+
+
+@torch.no_grad()
 def along_the_run(run_dir) -> list[tuple[int, dict[str, torch.Tensor]]]:
     """[(step, {module: W0 + ΔW at that step})] for every checkpoint the run kept, oldest first, and the
     finished run last. Needs train.py --save-every (and --keep-checkpoints for more than two)."""

@@ -9,6 +9,7 @@ import torch
 
 import analyze
 import train
+from analysis import updates
 from analysis.amplification import amplification, top_directions
 from analysis.gates import gate_grid
 from analysis.magnitude import magnitude_direction, slope_and_correlation
@@ -153,3 +154,15 @@ def test_bad_input_is_one_line(tiny_runs, tiny_rich_model_dir, corpus, tmp_path,
     fails_cleanly(capsys, analyze.main, [str(tiny_runs["lora"]), str(elsewhere), "--output-dir", str(tmp_path / "o")],
                   "the runs are on different base models")  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+def test_the_initial_a_is_rebuilt_exactly(tiny_model_dir, corpus, tmp_path):
+    """A run at a learning rate too small to move A still has its initial A: the rebuild must equal it."""
+    for method in ("lora", "dora"):
+        out = tmp_path / method
+        flags = ["--method", method, "--max-steps", "1", "--lr", "1e-12", "--eval-every", "0", "--seed", "3"]
+        assert train.main(train_args(tiny_model_dir, corpus, out, *flags)) == 0
+        run = updates.load(out)
+        initial = updates.initial_a(run)
+        assert set(initial) == set(run.layers)
+        assert all(torch.equal(run.layers[name].a, a) for name, a in initial.items())
