@@ -136,22 +136,31 @@ def magnitude_section(runs, plt, out: Path) -> list[str]:
     if not followed:
         return []
     lines = ["## Magnitude and direction", "", "![magnitude](magnitude.png)", "",
-             "| run | checkpoints | slope of ΔD on ΔM | correlation |", "|---|---|---|---|"]  # fmt: skip
+             "| run | checkpoints | slope of ΔD on ΔM | correlation | correlation across layers, per checkpoint |",
+             "|---|---|---|---|---|"]  # fmt: skip
     fig, axes = plt.subplots(1, len(followed), figsize=(4.5 * len(followed), 3.8), squeeze=False)
     for ax, (run, points) in zip(axes[0], followed, strict=True):
-        pairs = []
+        pairs, per_step = [], []
         for (step, weights), colour in zip(points, itertools.cycle(f"C{i}" for i in range(10))):
             here = [magnitude_direction(run.layers[n].w0, w) for n, w in weights.items()]
             pairs += here
+            per_step.append(f"{slope_and_correlation(here)[1]:+.2f}")
             ax.scatter([p[0] for p in here], [p[1] for p in here], s=10, color=colour, label=f"step {step}")
         slope, corr = slope_and_correlation(pairs)
-        lines.append(f"| {label(run)} | {len(points)} | {slope:.3g} | {corr:+.2f} |")
+        lines.append(f"| {label(run)} | {len(points)} | {slope:.3g} | {corr:+.2f} | {' '.join(per_step)} |")
         ax.set(title=f"{label(run)}\nslope {slope:.3g}, r = {corr:+.2f}", xlabel="ΔM", ylabel="ΔD")
         ax.legend(fontsize=6)
     fig.tight_layout()
     save(fig, out / "magnitude.png")
     plt.close(fig)
-    return [*lines, "", "One point per adapted layer and checkpoint.", ""]
+    return [
+        *lines,
+        "",
+        "One point per adapted layer and checkpoint; the last column fits the layers of one "
+        "checkpoint at a time (the DoRA paper's reading: at a given step, do the layers that turn more "
+        "change their magnitude more or less?).",
+        "",
+    ]
 
 
 def gates_section(runs, plt, out: Path) -> list[str]:

@@ -78,25 +78,31 @@ def load(run_dir) -> Run:
 
 
 @torch.no_grad()
-def initial_a(run: Run) -> dict[str, torch.Tensor]:
-    """LoRA's A of every adapted layer as the run started (its random initialisation), rebuilt as train.py
-    built it: the global seed set to the run's, the model loaded, the method put in. A moves little in a
-    short run, so two runs that share a seed share most of their A: the subspace analysis compares the
-    trained A's overlap with this one's. (The head is drawn from its own fixed seed and takes nothing
-    from the global generator, so only the adapters' draws follow the seed.)"""
-    h = run.metrics["hyperparameters"]
+def training_model(metrics: dict):
+    """The model as train.py built it before its first step: the global seed set to the run's, the base
+    model loaded with the task's head, the method put in (Sparse LoRA with its gates, not the pruned LoRA
+    it saves). The head is drawn from its own fixed seed and takes nothing from the global generator, so
+    the adapters' initial values are exactly the run's."""
+    h, method = metrics["hyperparameters"], metrics["method"]
     torch.manual_seed(h["seed"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = tasks.from_run(run.metrics).load_model(run.base_model, dtype=None, device="cpu")
-    options = {"sparse_lambda": h["sparse_lambda"]} if run.method == "sparse_lora" else {}
-    if run.method in methods.QUANTISED:
+        model = tasks.from_run(metrics).load_model(metrics["base_model"], dtype=None, device="cpu")
+    if method == "full":
+        return methods.apply(model, method)
+    options = {"sparse_lambda": h["sparse_lambda"]} if method == "sparse_lora" else {}
+    if method in methods.QUANTISED:
         options = {"blocksize": h["blocksize"], "double_quant": not h["no_double_quant"]}
     targets = h["target_modules"].split(",") if h.get("target_modules") else None
-    methods.apply(model, run.method, r=h["r"], alpha=h["alpha"] or 16, dropout=h["dropout"], target_modules=targets,
-                  **options)  # fmt: skip
-    return {name: layer.lora_A.detach().clone() for name, layer in adapter_layers(model).items()
-            if hasattr(layer, "lora_A")}  # fmt: skip
+    return methods.apply(model, method, r=h["r"], alpha=h["alpha"] or 16, dropout=h["dropout"],
+                         target_modules=targets, **options)  # fmt: skip
+
+
+def initial_a(run: Run) -> dict[str, torch.Tensor]:
+    """LoRA's A of every adapted layer as the run started, its random initialisation (training_model). Two
+    runs that share a seed share it: the subspace analysis compares the trained A's overlap with this."""
+    layers = adapter_layers(training_model(run.metrics))
+    return {name: layer.lora_A.detach().clone() for name, layer in layers.items() if hasattr(layer, "lora_A")}
 
 
 @torch.no_grad()
@@ -104,8 +110,8 @@ def along_the_run(run_dir) -> list[tuple[int, dict[str, torch.Tensor]]]:
     """[(step, {module: W0 + ΔW at that step})] for every checkpoint the run kept, oldest first, and the
     finished run last. Needs train.py --save-every (and --keep-checkpoints for more than two)."""
     run = read_run(run_dir)
-    model = load_run_model(tasks.from_run(run), run, "cpu")
-    trained = {name: p for name, p in model.named_parameters() if p.requires_grad or run["method"] == "full"}
+    model = training_model(run)  # the checkpoints hold its trainable parameters, by name
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
     points = []
     for checkpoint in reversed(checkpoint_dirs(run_dir)):
         with safe_open(str(checkpoint / "state.safetensors"), framework="pt") as f:
