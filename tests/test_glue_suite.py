@@ -33,18 +33,20 @@ def test_the_sweep_chooses_an_inner_rate_and_grows_past_a_winning_edge():
 
 
 def test_runs_go_breadth_first():
-    """Seed 0 of a method whose rate is chosen, then the sweeps still open (the likely rate first), then seeds
-    1 and 2; nothing already stored."""
+    """Method by method (full fine-tuning first, the head last): seed 0 of a method whose rate is chosen, or
+    its sweep (the likely rate first); then seeds 1 and 2; nothing already stored."""
     low, mid, high = GRID["lora"]
     cells = swept("lora", {low: 0.5, mid: 0.7, high: 0.6})
     jobs = glue_suite.next_jobs(cells)
+    assert jobs[:2] == [("full", t, GRID["full"][1], 0) for t in SWEEP_TASKS]  # the reference's likely rate first
     first_tasks = [t for t in TASKS if t not in SWEEP_TASKS]
-    assert jobs[: len(first_tasks)] == [("lora", t, mid, 0) for t in first_tasks]
-    sweeps = jobs[len(first_tasks) : len(first_tasks) + 2]
-    assert sweeps == [("head", t, GRID["head"][1], 0) for t in SWEEP_TASKS]
+    after_full = 3 * len(SWEEP_TASKS)
+    assert jobs[after_full : after_full + len(first_tasks)] == [("lora", t, mid, 0) for t in first_tasks]
+    last_other = max(i for i, j in enumerate(jobs) if j[3] == 0 and j[0] != "head")
+    assert all(i > last_other for i, j in enumerate(jobs) if j[0] == "head" and j[3] == 0)  # the head comes last
     assert jobs.index(("lora", "sst2", mid, 1)) > max(jobs.index(j) for j in jobs if j[3] == 0)
     assert not set(cells) & set(jobs)
-    assert len([j for j in jobs if j[3] == 0 and j[0] != "lora"]) == sum(
+    assert len([j for j in jobs if j[3] == 0 and j[0] != "lora"]) == sum(  # every other method's sweep
         len(GRID[m]) * len(SWEEP_TASKS) for m in METHODS if m != "lora"
     )
 
