@@ -513,7 +513,8 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
                 validate()
             if args.save_every and step % args.save_every == 0:
                 checkpoint()
-            if args.patience and args.eval_every and step % args.eval_every == 0 and stop_early(state, args, world):
+            at_eval = args.eval_every and step % args.eval_every == 0 and step < total_steps  # the last: not early
+            if args.patience and at_eval and stop_early(state, args, world):
                 progress.write(f"step {step}: {args.patience} validations without a better one; stopping early")
                 state.stopped_early = True
                 break

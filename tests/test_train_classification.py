@@ -194,6 +194,10 @@ def test_patience_stops_a_run_that_has_stopped_improving(tiny_model_dir, sentime
     validations = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()
                    if json.loads(line)["split"] == "validation"]  # fmt: skip
     assert validations == [1, 2, 3]
+    last = tmp_path / "last"  # patience runs out at the last step: the run ended, it did not stop early
+    assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], last, *flags), "--patience", "2",
+                       "--max-steps", "3"]) == 0  # fmt: skip
+    assert json.loads((last / "metrics.json").read_text())["stopped_early"] is False
     goes_on = tmp_path / "impatient"
     assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], goes_on, *flags), "--max-steps", "5"]) == 0
     assert json.loads((goes_on / "metrics.json").read_text())["steps"] == 5

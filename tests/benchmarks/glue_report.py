@@ -142,7 +142,7 @@ def convergence_table(rows: dict) -> list[str]:
                 out.append("–")
                 continue
             steps = "/".join(str(c["steps"]) for c in r)
-            out.append(f"{steps}, {sum(c['stopped_early'] for c in r)}/{len(r)}, "
+            out.append(f"{steps}, {sum(c['steps'] < MAX_STEPS[task] for c in r)}/{len(r)}, "
                        f"{statistics.fmean(c['wall_s'] for c in r) / 60:.0f}")  # fmt: skip
         lines.append(f"| {NAMES[method]} | {' | '.join(out)} |")
     return lines
