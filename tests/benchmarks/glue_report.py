@@ -163,7 +163,8 @@ def plot_curves(cells: dict, chosen: dict, figures: Path) -> None:
                 axes[j].plot([p["step"] for p in curve], [p[SCORE[task]] for p in curve], style, color=f"C{i}", lw=1,
                              label=label)  # fmt: skip
         axes[j].set(title=task, xlabel="step", ylabel=f"validation {SCORE[task]}")
-        axes[j].legend(fontsize=6)
+        if axes[j].lines:
+            axes[j].legend(fontsize=6)
     fig.suptitle(f"GLUE on all-MiniLM-L6-v2: validation score of seed 0 (stops after {PATIENCE} without a better one)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
