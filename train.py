@@ -54,7 +54,7 @@ from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
 from training.device import DeviceError, bf16_autocast
-from training.distributed import all_reduce_sum, check_replicas_agree, setup_distributed
+from training.distributed import all_reduce_sum, leave_together, setup_distributed
 from training.flags import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from training.folder import FolderError, RunFolder
 from training.progress import Progress
@@ -283,6 +283,14 @@ def check_method(args, task):
     if args.method == "head" and task.kind == "mlm":
         raise UsageError("--method head trains a classification head: use it with a classification or regression task")
     return task
+
+
+def diverged(error: FloatingPointError, out_dir: Path) -> int:
+    """A loss or gradient that became NaN or infinite: one line naming what is kept; exit code 3."""
+    good = latest_intact(out_dir)
+    kept = f"the last good checkpoint is kept: {good}" if good else "no checkpoint had been saved yet"
+    print(f"error: {error}; stopping ({kept}). Try a lower --lr", file=sys.stderr)
+    return 3
 
 
 def stop_early(state: RunState, args, world: int) -> bool:
@@ -522,10 +530,7 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
         interrupted = True
     except FloatingPointError as e:
         progress.close()
-        good = latest_intact(out_dir)
-        kept = f"the last good checkpoint is kept: {good}" if good else "no checkpoint had been saved yet"
-        print(f"error: {e}; stopping ({kept}). Try a lower --lr", file=sys.stderr)
-        return 3
+        return diverged(e, out_dir)
     finally:
         progress.close()
     if interrupted:
@@ -537,10 +542,7 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
         if state.last_validated != state.step:
             validate()
         finish(args, task, model, state, device, world)
-    if world > 1:
-        check_replicas_agree(model, world)
-        torch.distributed.barrier()  # leave together: gloo can abort a process torn down while its peer still talks
-        torch.distributed.destroy_process_group()
+    leave_together(model, world)
     return 0
 
 

@@ -49,6 +49,15 @@ def check_replicas_agree(model, world: int) -> None:
         raise FloatingPointError("the processes ended with different adapters: the replicas diverged")
 
 
+def leave_together(model, world: int) -> None:
+    """The end of a data-parallel run: the replicas compared, then every process leaves at once (gloo can
+    abort a process torn down while its peer still talks). Nothing to do for one process."""
+    if world > 1:
+        check_replicas_agree(model, world)
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wait_until_let_go(used: list[weakref.ref], patience_s: float = 60.0) -> None:
     """Wait until the tensors a collective used are gone (their weak references dead).
 
