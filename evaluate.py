@@ -46,7 +46,7 @@ import quant
 import tasks
 from minibert.files import WriteError, folder_problem, write_atomically, write_text
 from train import USER_ERRORS
-from training.device import bf16_autocast, choose_device, peak_memory
+from training.device import PRECISIONS, autocast, choose_device, choose_precision, peak_memory
 from training.flags import non_negative_int, positive_int
 from training.groups import group_seeds
 from training.runs import RunError, load_run_model, read_run
@@ -91,6 +91,12 @@ def parse_args(argv=None):
     p.add_argument("--pseudo-perplexity", type=non_negative_int, default=0, metavar="N",
                    help="WikiText-2: also PPPL on the first N test blocks")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="fp32, or bf16 matmuls under autocast (default auto: bf16 on CUDA, fp32 on the CPU)",
+    )
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     return p.parse_args(argv)
 
@@ -161,6 +167,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     """Everything measured for one row; run in its own process (see module docstring)."""
     args = argparse.Namespace(**args_dict)
     device = choose_device(args.device)
+    precision = choose_precision(args.precision, device)
     task = tasks.from_run(row)
     if not task.test_splits:
         raise RunError(f"{row['run_dir']}: trained without a --test-file, so there is nothing to score")
@@ -171,7 +178,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     model = load_run_model(task, row, device)
     measured = {}
     for split in task.test_splits:
-        result = task.evaluate(model, split, args.batch_size, device)
+        result = task.evaluate(model, split, args.batch_size, device, precision)
         measured |= {f"{split}_{key}": value for key, value in result.items()}
     measured["model_size_mb"] = quant.model_bytes(model) / 1e6
     if args.pseudo_perplexity and task.kind == "mlm":
@@ -181,7 +188,7 @@ def evaluate_row(row: dict, args_dict: dict) -> dict:
     # Inference throughput: forward passes over one batch of test examples, after two warm-up passes.
     batch = {key: value.to(device) for key, value in task.sample_batch("test", args.throughput_batch_size).items()}
     timings = []
-    with torch.no_grad(), bf16_autocast(device):
+    with torch.no_grad(), autocast(device, precision):
         for i in range(12):
             start = time.perf_counter()
             task.logits(model, batch)

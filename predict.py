@@ -45,7 +45,7 @@ import minibert
 import tasks
 from minibert.files import WriteError, write_text
 from train import USER_ERRORS
-from training.device import bf16_autocast, choose_device
+from training.device import PRECISIONS, autocast, choose_device, choose_precision
 from training.flags import positive_int
 from training.progress import Progress
 from training.runs import RunError, load_run_model, read_run
@@ -71,6 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--text-pair-column", default=None, help="--file's pair column (default: the run's)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="texts per forward pass (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="fp32, or bf16 matmuls under autocast (default auto: bf16 on CUDA, fp32 on the CPU)",
+    )
     return p.parse_intermixed_args(argv)  # TEXTs before or after the flags
 
 
@@ -123,21 +129,23 @@ def read_inputs(args, run: dict) -> tuple[list[dict], list[str], list[str] | Non
 
 
 @torch.no_grad()
-def predict(model, tokenizer, run: dict, firsts, seconds, where, batch_size: int, show_progress: bool) -> list[dict]:
-    """The output columns of each text (see the module doc), in the input's order."""
+def predict(model, tokenizer, run: dict, firsts, seconds, where, args) -> list[dict]:
+    """The output columns of each text (see the module doc), in the input's order, in batches of
+    args.batch_size at args.precision (a progress bar for a --file)."""
     kind, device = run["task_kind"], next(model.parameters()).device
     examples = data.encode_examples(firsts, np.zeros(len(firsts)), tokenizer, run["hyperparameters"]["max_seq_len"],
                                     pairs=seconds)  # fmt: skip
     mask_id, pad_id = tokenizer.token_to_id("[MASK]"), tokenizer.token_to_id("[PAD]")
     order = np.argsort(examples.lengths, kind="stable")  # batches of similar length: little padding
     results = [None] * len(firsts)
-    progress = Progress(-(-len(order) // batch_size), 0, "predict", enabled=show_progress, unit="batch")
+    batch_size, precision = args.batch_size, choose_precision(args.precision, device)
+    progress = Progress(-(-len(order) // batch_size), 0, "predict", enabled=args.file is not None, unit="batch")
     began = time.perf_counter()
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = {key: value.to(device) for key, value in examples.batch(rows, pad_id).items()}
         segments = batch.get("token_type_ids") if model.config.type_vocab_size else None
-        with bf16_autocast(device):
+        with autocast(device, precision):
             if kind == "mlm":
                 masked = batch["input_ids"] == mask_id  # (B, T)
                 for i, row in enumerate(rows):
@@ -181,7 +189,7 @@ def predict_non_empty(model, tokenizer, run: dict, firsts, seconds, where, args)
     keep = [i for i, ok in enumerate(has_text) if ok]
     pairs = None if seconds is None else [seconds[i] for i in keep]
     scored = predict(model, tokenizer, run, [firsts[i] for i in keep], pairs, [where[i] for i in keep],
-                     args.batch_size, args.file is not None) if keep else []  # fmt: skip
+                     args) if keep else []  # fmt: skip
     if all(has_text):
         return scored
     columns = list(scored[0]) if scored else ["prediction"]  # an empty row has the same columns, empty

@@ -53,7 +53,7 @@ from minibert.files import WriteError, append_line, sync_log, write_text
 from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
-from training.device import DeviceError, bf16_autocast
+from training.device import PRECISIONS, DeviceError, autocast, choose_precision
 from training.distributed import all_reduce_sum, leave_together, setup_distributed
 from training.flags import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from training.folder import FolderError, RunFolder
@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int, default=10, help="write a train_log.jsonl line every N steps")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, masks, dropout and adapter init")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="matmuls in fp32, or in bf16 under autocast with fp32 weights (default auto: bf16 on CUDA, "
+                   "fp32 on the CPU; bf16 is faster only on CPUs with AMX)")  # fmt: skip
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
     return p
@@ -415,6 +418,7 @@ def load_model_and_data(args, task, device, say):
 
 def run(args) -> int:
     rank, world, device = setup_distributed(args.device)
+    args.precision = choose_precision(args.precision, device)  # "fp32" or "bf16"
     is_main = rank == 0
     say = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
     torch.manual_seed(args.seed)  # adapter initialisation and dropout
@@ -434,7 +438,8 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
 
     # -- optimisation: AdamW over what trains (the adapters, the head; all for full); SoRA's gates apart, faster --
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(methods.sora.param_groups(model, args.weight_decay), lr=args.lr)
+    # fused: each parameter's update in one pass (the same numbers to ~1e-7; a full fine-tuning step ~15% faster)
+    optimizer = torch.optim.AdamW(methods.sora.param_groups(model, args.weight_decay), lr=args.lr, fused=True)
     global_batch = args.batch_size * world
     steps_per_epoch = task.batches_per_epoch(global_batch)
     if steps_per_epoch == 0:
@@ -460,7 +465,7 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
 
     def validate():
         start = time.perf_counter()
-        result = task.evaluate(model, "validation", args.eval_batch_size, device)
+        result = task.evaluate(model, "validation", args.eval_batch_size, device, args.precision)
         state.eval_time += time.perf_counter() - start
         state.last_validated = state.step
         state.stale_validations = 0 if improves(result, state.best, task) else state.stale_validations + 1
@@ -489,7 +494,7 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
             n_local = task.count(local).float().to(device)  # masked tokens or examples in this share
             n_global = all_reduce_sum(n_local.clone(), world)
             scale = n_local * world / n_global.clamp(min=1)  # mean over the global batch, whatever the split
-            with bf16_autocast(device):
+            with autocast(device, args.precision):
                 loss = objective(local, scale)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -563,7 +568,7 @@ def finish(args, task, model, state: RunState, device, world: int) -> None:
     out_dir = Path(args.output_dir)
     save_model(model, out_dir, args, task)  # the best adapter, whichever checkpoint the run resumed from
     start = time.perf_counter()
-    test_results = {split: task.evaluate(model, split, args.eval_batch_size, device) for split in task.test_splits}
+    test_results = {s: task.evaluate(model, s, args.eval_batch_size, device, args.precision) for s in task.test_splits}
     state.eval_time += time.perf_counter() - start
     metrics = final_metrics(args, task, model, state, test_results, device, world)
     write_text(out_dir / "README.md", model_card(metrics))

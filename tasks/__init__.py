@@ -8,7 +8,7 @@ loop for all of them, evaluate.py and predict.py use the same objects.
     task.load_data(tokenizer, data_dir, cache_dir, max_seq_len)            # reads and tokenises the splits
     batch = task.train_batch(seed, epoch, index, global_batch)             # dict of tensors, seeded
     loss = task.loss(model, batch)                         # mean over task.count(batch) tokens or examples
-    result = task.evaluate(model, "validation", batch_size, device)        # {"loss", ...metrics}
+    result = task.evaluate(model, "validation", batch_size, device, "fp32")  # {"loss", ...metrics}
 
 Files: masked_lm.py (masked LM), classification.py (K classes, single texts or pairs), regression.py (one
 score), metrics.py (accuracy, F1, Matthews, Pearson, Spearman).

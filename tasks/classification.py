@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import data
 import minibert
 from tasks import metrics
-from training.device import bf16_autocast
+from training.device import autocast
 
 
 class Classification:
@@ -119,7 +119,7 @@ class Classification:
         return self.examples[split].batch(list(range(min(n, len(self.examples[split])))), self.pad_id)
 
     @torch.no_grad()
-    def evaluate(self, model, split: str, batch_size: int, device) -> dict:
+    def evaluate(self, model, split: str, batch_size: int, device, precision: str) -> dict:
         """The loss and the dataset's metrics over the split, in batches sorted by length."""
         examples = self.examples[split]
         order = sorted(range(len(examples)), key=lambda i: examples.lengths[i])  # least padding
@@ -128,7 +128,7 @@ class Classification:
         loss_sum, predictions, labels = 0.0, [], []
         for i in range(0, len(order), batch_size):
             batch = {k: v.to(device) for k, v in examples.batch(order[i : i + batch_size], self.pad_id).items()}
-            with bf16_autocast(device):
+            with autocast(device, precision):
                 logits = self.logits(model, batch).float()  # (B, K)
             loss_sum += self.loss_of(logits, batch["labels"], reduction="sum").item()
             predictions.append(self.predictions(logits).cpu())

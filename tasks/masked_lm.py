@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import data
 import minibert
 from data.labelled import SPLIT_SEED, validation_size
-from training.device import bf16_autocast
+from training.device import autocast
 
 
 class MaskedLM:
@@ -102,7 +102,7 @@ class MaskedLM:
         return {key: value[:n] for key, value in self.fixed_masks[split].items()}
 
     @torch.no_grad()
-    def evaluate(self, model, split: str, batch_size: int, device) -> dict:
+    def evaluate(self, model, split: str, batch_size: int, device, precision: str) -> dict:
         """Token-weighted loss, perplexity = exp(loss), top-1 and top-5 accuracy on the split's fixed masks."""
         masked = self.fixed_masks[split]
         was_training = model.training
@@ -110,7 +110,7 @@ class MaskedLM:
         loss_sum, correct, correct5, count = 0.0, 0, 0, 0
         for i in range(0, len(masked["input_ids"]), batch_size):
             batch = {key: value[i : i + batch_size].to(device) for key, value in masked.items()}
-            with bf16_autocast(device):
+            with autocast(device, precision):
                 logits = self.logits(model, batch).float()  # (N, V) at the masked positions only
             targets = batch["labels"][batch["labels"] != data.IGNORE]  # (N,)
             loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()

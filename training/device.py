@@ -1,8 +1,11 @@
 """The device side of a run: mixed precision and the peak memory it reports.
 
-On CUDA the matmuls run in bf16 under autocast while the trainable weights stay in fp32 (Micikevicius
-et al., "Mixed Precision Training", ICLR 2018, Section 3, with bf16 instead of fp16 so no loss scaling
-is needed). CPUs are slow at bf16 matmuls, so there autocast is off.
+Under `--precision bf16` the matmuls run in bf16 under autocast while the weights stay in fp32
+(Micikevicius et al., "Mixed Precision Training", ICLR 2018, Section 3, with bf16 instead of fp16 so no
+loss scaling is needed); LayerNorm, softmax and the losses stay in fp32. `auto` is bf16 on CUDA and fp32
+on the CPU: most CPUs run bf16 matmuls slower than fp32, and fp32 is what the tests compare with the
+reference libraries. CPUs with AMX (Intel Xeon since Sapphire Rapids) are the exception: there a bf16
+matmul is about ten times an fp32 one, and a training step 1.5-2x faster (docs/performance.md).
 
 `--device` is checked against what this torch has before any work: a CPU-only build asked for CUDA, or
 a name torch does not know, is one line naming the devices there are.
@@ -40,9 +43,19 @@ def choose_device(flag: str | None) -> torch.device:
     return device
 
 
-def bf16_autocast(device):
-    """bf16 autocast on CUDA (matmuls in bf16, fp32 master weights); a no-op context on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")  # the choices of --precision
+
+
+def choose_precision(flag: str, device: torch.device) -> str:
+    """What --precision means on this device: "fp32" or "bf16" ("auto": bf16 on CUDA, fp32 on the CPU)."""
+    if flag == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return flag
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast when precision is "bf16" (matmuls in bf16, fp32 weights); a no-op context for "fp32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def peak_memory(device) -> dict:

@@ -121,7 +121,7 @@ def run(budget: int, args) -> dict:
             total_rank = sum(r["rank"] for r in ranks(model))
             say(f"AdaLoRA step {step + 1}/{total}: loss {loss.item():.4f}, total rank {total_rank}")
         if (args.eval_every and (step + 1) % args.eval_every == 0) or step + 1 == total:
-            result = task.evaluate(scored, "validation", args.eval_batch_size, CPU)
+            result = task.evaluate(scored, "validation", args.eval_batch_size, CPU, "fp32")
             at_budget = step + 1 > total - tfinal  # only a state within the budget can be the one scored
             if at_budget and train.improves(result, best or {}, task):
                 best = {"step": step + 1, **result}
@@ -131,7 +131,7 @@ def run(budget: int, args) -> dict:
         for n, p in model.named_parameters():
             if p.requires_grad:
                 p.copy_(best_state[n])
-    test = {split: task.evaluate(scored, split, args.eval_batch_size, CPU) for split in task.test_splits}
+    test = {split: task.evaluate(scored, split, args.eval_batch_size, CPU, "fp32") for split in task.test_splits}
     module_ranks = ranks(model)
     return {
         "method": "adalora",

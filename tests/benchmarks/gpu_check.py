@@ -28,7 +28,7 @@ import transformers
 import methods
 import minibert
 from tests.benchmarks.bench_train import make_batch
-from training.device import bf16_autocast
+from training.device import autocast
 
 WIKITEXT2_TRAIN_BLOCKS = 20_000  # ≈ 2.09M words x ~1.2 WordPieces / 126 per block; --train-blocks for the exact count
 
@@ -64,7 +64,7 @@ def train_steps_per_s(model, b, device, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
-        with bf16_autocast(device):
+        with autocast(device, "bf16"):
             loss = model.mlm_loss(b["input_ids"], b["labels"])
         loss.backward()
         optimizer.step()
@@ -103,7 +103,7 @@ def main():
             b16 = batch(16, 128, device)
             with torch.no_grad():
                 fp32 = base(b16["input_ids"]).float()
-                with bf16_autocast(device):
+                with autocast(device, "bf16"):
                     bf16 = base(b16["input_ids"]).float()
             cosine = F.cosine_similarity(fp32.double().flatten(), bf16.double().flatten(), dim=0).item()
             print(f"[{arch}] bf16 vs fp32 logits: max |Δ| {(fp32 - bf16).abs().max().item():.4f} "
@@ -119,7 +119,7 @@ def main():
             b256 = batch(256, 128, device)
             base.eval()
             times = []
-            with torch.no_grad(), bf16_autocast(device):
+            with torch.no_grad(), autocast(device, "bf16"):
                 for i in range(13):
                     sync(device)
                     start = time.perf_counter()
