@@ -78,3 +78,17 @@ def test_the_report_differs_from_full_fine_tuning_with_a_standard_error(tmp_path
     table = glue_report.main_table(rows, glue_report.chosen_rates(cells), baseline)
     assert table[2].startswith("| majority class / chance | – | 0 | 50.0 |")
     assert "70.0 ± 1.0 (n=3)" in table[4]
+
+
+def test_fp32_and_bf16_cells_are_compared_only_when_nothing_else_differs():
+    """precision_table: a row for a cell stored in both precisions with the same command but --precision;
+    none for a cell whose fp32 command differs otherwise (another number of steps)."""
+    key, other = ("full", "mrpc", 5e-5, 0), ("full", "cola", 5e-5, 0)
+    bf16 = {k: cell(*k, validation=0.8, test=0.85, train_time_s=50.0) for k in (key, other)}
+    fp32 = {}
+    for k in (key, other):
+        argv = [a for a in command(*k) if a not in ("--precision", "bf16")]
+        fp32[k] = cell(*k, validation=0.7, test=0.75, train_time_s=100.0) | {"argv": argv}
+    fp32[other]["argv"] = [a.replace("3840", "3000") for a in fp32[other]["argv"]]
+    lines = glue_report.precision_table(bf16, fp32)
+    assert lines[2:] == ["| full-mrpc-lr5e-05-s0 | 75.0 | 85.0 | 70.0 | 80.0 | 1.00 | 0.50 |"]

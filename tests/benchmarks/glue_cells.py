@@ -23,6 +23,7 @@ from tests.benchmarks.real_encoder import ROOT
 
 CELLS = ROOT / "docs" / "glue" / "cells"
 BASELINE = ROOT / "docs" / "glue" / "baseline.json"  # the majority / chance row, from the test files
+FP32_CELLS = ROOT / "docs" / "glue" / "fp32-cells"  # the first cells, run in fp32 before the recipe took bf16
 
 
 def name(method: str, task: str, lr: float, seed: int) -> str:
@@ -68,12 +69,15 @@ def save(cell: dict, folder: Path = CELLS) -> Path:
     return path
 
 
-def load(folder: Path = CELLS, quick: bool = False) -> dict[tuple, dict]:
-    """{(method, task, lr, seed): cell} of the stored cells that the current recipe would run as they are."""
+def read(folder: Path) -> dict[tuple, dict]:
+    """{(method, task, lr, seed): cell} of every cell stored in the folder, whatever its recipe."""
     cells = {}
     for path in sorted(folder.glob("*.json")):
         cell = json.loads(path.read_text())
-        key = (cell["method"], cell["task"], cell["lr"], cell["seed"])
-        if cell["argv"] == command(*key, quick=quick):
-            cells[key] = cell
+        cells[(cell["method"], cell["task"], cell["lr"], cell["seed"])] = cell
     return cells
+
+
+def load(folder: Path = CELLS, quick: bool = False) -> dict[tuple, dict]:
+    """The stored cells that the current recipe would run as they are."""
+    return {key: cell for key, cell in read(folder).items() if cell["argv"] == command(*key, quick=quick)}

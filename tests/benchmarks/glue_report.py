@@ -172,9 +172,28 @@ def plot_curves(cells: dict, chosen: dict, figures: Path) -> None:
     plt.close(fig)
 
 
-def report(cells: dict, baseline: dict, figures: Path = FIGURES) -> tuple[list[str], list[str]]:
+def precision_table(cells: dict, fp32: dict) -> list[str]:
+    """The cells run in both precisions (the same command but --precision): test and validation scores and
+    the seconds a training step took, fp32 against bf16."""
+    lines = table_head("cell", "test fp32", "test bf16", "validation fp32", "validation bf16", "s/step fp32",
+                       "s/step bf16")  # fmt: skip
+    for key in sorted(fp32.keys() & cells.keys()):
+        old, new = fp32[key], cells[key]
+        if [a for a in new["argv"] if a not in ("--precision", "bf16")] != old["argv"]:
+            continue  # another recipe besides the precision
+        task = key[1]
+        values = [100 * score(old, task), 100 * score(new, task), 100 * validation_score(old),
+                  100 * validation_score(new)]  # fmt: skip
+        steps = [c["train_time_s"] / c["steps"] for c in (old, new)]
+        lines.append(f"| {glue_cells.name(*key)} | " + " | ".join(f"{v:.1f}" for v in values)
+                     + f" | {steps[0]:.2f} | {steps[1]:.2f} |")  # fmt: skip
+    return lines
+
+
+def report(cells: dict, baseline: dict, fp32: dict, figures: Path = FIGURES) -> tuple[list[str], list[str]]:
     """(the headline: the table and the differences from full fine-tuning, for the README; the details:
-    convergence, Sparse LoRA's gates, the sweep, the compute), and the curves figure in `figures`."""
+    convergence, Sparse LoRA's gates, the sweep, fp32 against bf16, the compute), and the curves figure in
+    `figures`. fp32: the cells set aside when the recipe took bf16."""
     chosen = chosen_rates(cells)
     rows = table_cells(cells)
     stored = sum(len(r[t]) for r in rows.values() for t in TASKS)
@@ -193,7 +212,9 @@ def report(cells: dict, baseline: dict, figures: Path = FIGURES) -> tuple[list[s
         *against_full(rows),
         "",
         f"Compute so far: {hours:.1f} hours of one CPU thread for {len(cells)} runs "
-        f"({60 * hours / max(1, len(cells)):.0f} min a run on average), two runs at a time on a 2-core machine.",
+        f"({60 * hours / max(1, len(cells)):.0f} min a run on average), two runs at a time on a 2-core machine; "
+        f"before them, {sum(c['wall_s'] for c in fp32.values()) / 3600:.1f} hours for the {len(fp32)} fp32 runs "
+        "set aside when the recipe took bf16.",
     ]
     details = [
         "Steps each run took, how many stopped early (--patience), and the wall time of one cell (one thread):",
@@ -206,15 +227,20 @@ def report(cells: dict, baseline: dict, figures: Path = FIGURES) -> tuple[list[s
         "checkpoint:",
         "",
         *sweep_table(cells),
+        "",
+        "The same cells in fp32 (docs/glue/fp32-cells/, the recipe before --precision bf16) and in bf16: scores "
+        "x 100 and the seconds of a training step (one thread, two runs at a time):",
+        "",
+        *precision_table(cells, fp32),
     ]  # fmt: skip
     plot_curves(cells, chosen, figures)
     return headline, details
 
 
-def publish_report(cells: dict, baseline: dict) -> str:
+def publish_report(cells: dict, baseline: dict, fp32: dict) -> str:
     """The report into docs/results.md (all of it) and, once every method has a seed-0 cell on every task,
     into the README (the headline), between their markers: the README shows no half-empty table."""
-    headline, details = report(cells, baseline)
+    headline, details = report(cells, baseline, fp32)
     rows = table_cells(cells)
     if len(rows) == len(METHODS) and all(rows[m][t] for m in METHODS for t in TASKS):
         write_between_markers(ROOT / "README.md", "glue-converged", "\n".join(headline) + "\n")
@@ -225,7 +251,7 @@ def publish_report(cells: dict, baseline: dict) -> str:
 
 def main():
     baseline = json.loads(glue_cells.BASELINE.read_text())
-    print(publish_report(glue_cells.load(), baseline))
+    print(publish_report(glue_cells.load(), baseline, glue_cells.read(glue_cells.FP32_CELLS)))
 
 
 if __name__ == "__main__":

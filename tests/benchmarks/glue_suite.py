@@ -239,10 +239,10 @@ def main():
         runner.stop_all()
     cells = glue_cells.load(cells_dir, args.quick)
     if args.quick:
-        headline, details = report(cells, baseline, work / "figures")
+        headline, details = report(cells, baseline, {}, work / "figures")
         print("\n".join(headline + [""] + details))
     else:
-        print(publish_report(cells, baseline))
+        print(publish_report(cells, baseline, glue_cells.read(glue_cells.FP32_CELLS)))
     left = len(next_jobs(cells))
     print(
         f"{(time.perf_counter() - started) / 60:.1f} min; {len(cells)} cells stored, at least {left} to run",
