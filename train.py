@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop once N validations in a row have not beaten the best (0, the default: never); the best "
         "checkpoint is tested as always, and the schedule is the one planned for the whole run",
     )
+    p.add_argument(
+        "--patience-from",
+        type=non_negative_int,
+        default=0,
+        help="--patience counts only the validations after step N (default 0): a run that sits at the majority "
+        "class before it starts to learn is not stopped for it",
+    )
     p.add_argument("--eval-batch-size", type=positive_int, default=64, help="blocks or examples per evaluation batch")
     p.add_argument("--save-every", type=non_negative_int, default=500, help="checkpoint every N steps (0: never)")
     p.add_argument(
@@ -468,8 +475,10 @@ def fit(args, task, out_dir: Path, rank: int, world: int, device, say) -> int:
         result = task.evaluate(model, "validation", args.eval_batch_size, device, args.precision)
         state.eval_time += time.perf_counter() - start
         state.last_validated = state.step
-        state.stale_validations = 0 if improves(result, state.best, task) else state.stale_validations + 1
-        if state.stale_validations == 0:
+        improved = improves(result, state.best, task)
+        counts = state.step > args.patience_from  # --patience-from: earlier validations are not held against it
+        state.stale_validations = 0 if improved else state.stale_validations + counts
+        if improved:
             state.best = {"step": state.step, **result}
             state.best_state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
             save_model(model, out_dir, args, task)

@@ -184,7 +184,8 @@ def test_a_run_under_nohup_logs_lines_not_bar_frames(tiny_model_dir, sentiment, 
 def test_patience_stops_a_run_that_has_stopped_improving(tiny_model_dir, sentiment, tmp_path):
     """--patience 2 with validation every step at a rate too small to change a prediction: step 1 is the best,
     steps 2 and 3 do not beat it, so the run stops at step 3 of 60, tests step 1's checkpoint, and says so;
-    without --patience the same run goes on."""
+    with --patience-from 4 it stops only after two counted validations past step 4; without --patience the same
+    run goes on."""
     out = tmp_path / "patient"
     flags = ["--method", "lora", "--lr", "1e-12", "--eval-every", "1", "--save-every", "0"]
     assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], out, *flags), "--patience", "2"]) == 0
@@ -198,6 +199,11 @@ def test_patience_stops_a_run_that_has_stopped_improving(tiny_model_dir, sentime
     assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], last, *flags), "--patience", "2",
                        "--max-steps", "3"]) == 0  # fmt: skip
     assert json.loads((last / "metrics.json").read_text())["stopped_early"] is False
+    later = tmp_path / "later"  # --patience-from 4: steps 1-4 are not counted, 5 and 6 are: it stops at 6
+    assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], later, *flags), "--patience", "2",
+                       "--patience-from", "4"]) == 0  # fmt: skip
+    later_metrics = json.loads((later / "metrics.json").read_text())
+    assert (later_metrics["steps"], later_metrics["best_step"], later_metrics["stopped_early"]) == (6, 1, True)
     goes_on = tmp_path / "impatient"
     assert train.main([*clf_args(tiny_model_dir, sentiment["sst2"], goes_on, *flags), "--max-steps", "5"]) == 0
     assert json.loads((goes_on / "metrics.json").read_text())["steps"] == 5

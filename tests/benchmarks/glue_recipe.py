@@ -9,7 +9,11 @@ The recipe follows what finished runs need, not what an hour holds:
     adapters may run ADAPTER_LONGER times as long on the small tasks: a low-rank update learns more slowly
     than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840 steps), and the LoRA paper, too,
     trains its adapters for many more epochs than full fine-tuning; early stopping makes the longer cap
-    cost nothing where a run has finished.
+    cost nothing where a run has finished. Their patience also counts only after half their cap
+    (--patience-from): an adapter starts from a zero update and may sit at the majority class for a
+    thousand steps before it learns (LoRA's CoLA at 1e-4 was stopped at 1,440 steps, still at MCC 0).
+    Full fine-tuning left the majority class at its first validations in every run, so its commands
+    stay as they were.
   - **Validation** every EVAL_EVERY steps (about half an epoch of the small tasks) on a fixed 10% of the
     training file (train.py's split policy); never the test set.
   - **Warm-up** the first 6% of MAX_STEPS (the LoRA paper's ratio), then linear decay to MAX_STEPS.
@@ -113,10 +117,11 @@ def command(method: str, task: str, lr: float, seed: int, quick: bool = False) -
     """The train.py arguments of one cell, the machine's folders as PLACES (quick: a few steps, to check)."""
     steps = 6 if quick else max_steps(method, task)
     every = 3 if quick else EVAL_EVERY[task]
+    late = [] if method == "full" else ["--patience-from", str(steps // 2)]  # see the module doc
     return ["--task", task, "--data-dir", "{GLUE}/" + task, "--model", "{MODEL}", "--cache-dir", "{CACHE}",
             "--method", method, "--lr", f"{lr:g}", "--seed", str(seed), "--epochs", "100", "--max-steps", str(steps),
             "--warmup-steps", str(round(0.06 * steps)), "--eval-every", str(every), "--patience", str(PATIENCE),
-            "--max-seq-len", str(MAX_SEQ_LEN), "--precision", "bf16", "--save-every", "0"]  # fmt: skip
+            *late, "--max-seq-len", str(MAX_SEQ_LEN), "--precision", "bf16", "--save-every", "0"]  # fmt: skip
 
 
 def placed(argv: list[str], places: dict[str, Path]) -> list[str]:
