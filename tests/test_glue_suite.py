@@ -61,6 +61,20 @@ def test_a_cell_from_other_settings_is_not_read(tmp_path):
     assert json.loads((tmp_path / "lora-cola-lr0.001-s0.json").read_text())["argv"][-1] == "9"  # kept, not used
 
 
+def test_a_run_left_in_the_work_dir_is_stored_only_if_made_with_this_recipe(tmp_path):
+    """A finished run that nobody stored is adopted only when its recorded command is today's; one started
+    under an older recipe (or with no record of its command) is run again."""
+    runner = glue_suite.Runner(tmp_path, {}, quick=False, cells_dir=tmp_path / "cells")
+    key = ("lora", "cola", 1e-3, 0)
+    runner.run_dir(key).mkdir(parents=True)
+    (runner.run_dir(key) / "metrics.json").write_text(json.dumps({"finished": True}))
+    assert not runner.finished_unseen(key)  # no command recorded: from before the suite recorded them
+    runner.command_file(key).write_text(json.dumps([*command(*key)[:-2], "--patience", "9"]))
+    assert not runner.finished_unseen(key)  # an older recipe's run
+    runner.command_file(key).write_text(json.dumps(command(*key)))
+    assert runner.finished_unseen(key)
+
+
 def test_the_report_differs_from_full_fine_tuning_with_a_standard_error(tmp_path):
     """A method 10 points below full on every task, over 3 seeds each: -10.0 ± its standard error, **."""
     cells = {}

@@ -111,12 +111,25 @@ class Runner:
     def log(self, key: tuple) -> Path:
         return self.run_dir(key).parent / f"{glue_cells.name(*key)}.log"
 
+    def command_file(self, key: tuple) -> Path:
+        """The command a run was started with (PLACES unfilled), written before it starts."""
+        return self.run_dir(key).parent / f"{glue_cells.name(*key)}.argv.json"
+
+    def finished_unseen(self, key: tuple) -> bool:
+        """Whether the cell's run finished in --work-dir while no suite watched it, started with the command
+        the recipe gives now (a run from an older recipe is run again, never stored as this one's)."""
+        done, made = self.run_dir(key) / "metrics.json", self.command_file(key)
+        if not (done.is_file() and made.is_file() and json.loads(done.read_text()).get("finished")):
+            return False
+        return json.loads(made.read_text()) == command(*key, quick=self.quick)
+
     def start(self, key: tuple) -> None:
         run_dir = self.run_dir(key)
         shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short: its log would be appended to
         argv = [sys.executable, "train.py", *placed(command(*key, quick=self.quick), self.places),
                 "--output-dir", str(run_dir)]  # fmt: skip
         run_dir.parent.mkdir(parents=True, exist_ok=True)
+        write_text(self.command_file(key), json.dumps(command(*key, quick=self.quick)) + "\n")
         log = self.log(key).open("w")
         print(f"start {glue_cells.name(*key)}", file=sys.stderr)
         self.going[key] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ONE_THREAD),
@@ -169,9 +182,9 @@ def schedule(runner: Runner, deadline: float, cells_dir: Path, quick: bool) -> N
                 break
             if key in runner.going or key in failed:
                 continue
-            done = runner.run_dir(key) / "metrics.json"
-            if done.is_file() and json.loads(done.read_text()).get("finished"):
-                runner.store(key, json.loads(done.read_text())["train_time_s"])  # ended while nobody watched
+            if runner.finished_unseen(key):
+                done = json.loads((runner.run_dir(key) / "metrics.json").read_text())
+                runner.store(key, done["train_time_s"] + done["eval_time_s"])  # ended while nobody watched
                 continue
             need = expected_s(key, cells)
             if need is not None and time.perf_counter() + need > deadline:
