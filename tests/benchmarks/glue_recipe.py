@@ -22,7 +22,7 @@ The recipe follows what finished runs need, not what an hour holds:
     score is used on every task and seed. A chosen rate at the edge of the grid extends the grid by the
     next rate beyond it (x3 or /3) until the best is inside (glue_suite.chosen_rates).
   - **bf16 matmuls** (train.py --precision bf16, fp32 weights): what a GPU runs, and on this project's
-    CPUs (AMX) 1.5-2x faster than fp32 (docs/performance.md); the first cells, run in fp32, are kept in
+    CPUs (AMX) 1.6-2.3x faster than fp32 (docs/performance.md); the first cells, run in fp32, are kept in
     docs/glue/fp32-cells/ to show that bf16 does not cost a method its score.
   - Everything else is train.py's default: r = 8, alpha 16 on query and value, adapter dropout 0.1,
     weight decay 0.01, length-bucketed batches, sequences cut at 128 tokens.
