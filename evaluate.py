@@ -46,7 +46,7 @@ import quant
 import tasks
 from minibert.files import WriteError, folder_problem, write_atomically, write_text
 from train import USER_ERRORS
-from training.device import PRECISIONS, autocast, choose_device, choose_precision, peak_memory
+from training.device import PRECISION_HELP, PRECISIONS, autocast, choose_device, choose_precision, peak_memory
 from training.flags import non_negative_int, positive_int
 from training.groups import group_seeds
 from training.runs import RunError, load_run_model, read_run
@@ -95,7 +95,7 @@ def parse_args(argv=None):
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="fp32, or bf16 matmuls under autocast (default auto: bf16 on CUDA, fp32 on the CPU)",
+        help=PRECISION_HELP,
     )
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     return p.parse_args(argv)

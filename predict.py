@@ -45,7 +45,7 @@ import minibert
 import tasks
 from minibert.files import WriteError, write_text
 from train import USER_ERRORS
-from training.device import PRECISIONS, autocast, choose_device, choose_precision
+from training.device import PRECISION_HELP, PRECISIONS, autocast, choose_device, choose_precision
 from training.flags import positive_int
 from training.progress import Progress
 from training.runs import RunError, load_run_model, read_run
@@ -75,7 +75,7 @@ def parse_args(argv=None):
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="fp32, or bf16 matmuls under autocast (default auto: bf16 on CUDA, fp32 on the CPU)",
+        help=PRECISION_HELP,
     )
     return p.parse_intermixed_args(argv)  # TEXTs before or after the flags
 
@@ -129,17 +129,17 @@ def read_inputs(args, run: dict) -> tuple[list[dict], list[str], list[str] | Non
 
 
 @torch.no_grad()
-def predict(model, tokenizer, run: dict, firsts, seconds, where, args) -> list[dict]:
-    """The output columns of each text (see the module doc), in the input's order, in batches of
-    args.batch_size at args.precision (a progress bar for a --file)."""
+def predict(model, tokenizer, run: dict, firsts, seconds, where, batch_size: int, show_progress: bool,
+            precision: str) -> list[dict]:  # fmt: skip
+    """The output columns of each text (see the module doc), in the input's order; precision: "fp32" or
+    "bf16" (training/device.py)."""
     kind, device = run["task_kind"], next(model.parameters()).device
     examples = data.encode_examples(firsts, np.zeros(len(firsts)), tokenizer, run["hyperparameters"]["max_seq_len"],
                                     pairs=seconds)  # fmt: skip
     mask_id, pad_id = tokenizer.token_to_id("[MASK]"), tokenizer.token_to_id("[PAD]")
     order = np.argsort(examples.lengths, kind="stable")  # batches of similar length: little padding
     results = [None] * len(firsts)
-    batch_size, precision = args.batch_size, choose_precision(args.precision, device)
-    progress = Progress(-(-len(order) // batch_size), 0, "predict", enabled=args.file is not None, unit="batch")
+    progress = Progress(-(-len(order) // batch_size), 0, "predict", enabled=show_progress, unit="batch")
     began = time.perf_counter()
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
@@ -189,7 +189,7 @@ def predict_non_empty(model, tokenizer, run: dict, firsts, seconds, where, args)
     keep = [i for i, ok in enumerate(has_text) if ok]
     pairs = None if seconds is None else [seconds[i] for i in keep]
     scored = predict(model, tokenizer, run, [firsts[i] for i in keep], pairs, [where[i] for i in keep],
-                     args) if keep else []  # fmt: skip
+                     args.batch_size, args.file is not None, args.precision) if keep else []  # fmt: skip
     if all(has_text):
         return scored
     columns = list(scored[0]) if scored else ["prediction"]  # an empty row has the same columns, empty
@@ -239,6 +239,7 @@ def main(argv=None) -> int:
         run = read_run(args.run_dir)
         rows, firsts, seconds, where = read_inputs(args, run)
         device = choose_device(args.device)
+        args.precision = choose_precision(args.precision, device)  # "fp32" or "bf16"
         tokenizer = minibert.load_tokenizer(run["base_model"])
         model = load_run_model(tasks.from_run(run), run, device)
         results = predict_non_empty(model, tokenizer, run, firsts, seconds, where, args)

@@ -53,7 +53,7 @@ from minibert.files import WriteError, append_line, sync_log, write_text
 from minibert.save import save_model_directory
 from training.card import model_card
 from training.checkpoints import ResumeError, latest_intact, load_checkpoint, save_checkpoint, trim_log
-from training.device import PRECISIONS, DeviceError, autocast, choose_precision
+from training.device import PRECISION_HELP, PRECISIONS, DeviceError, autocast, choose_precision
 from training.distributed import all_reduce_sum, leave_together, setup_distributed
 from training.flags import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from training.folder import FolderError, RunFolder
@@ -193,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int, default=10, help="write a train_log.jsonl line every N steps")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, masks, dropout and adapter init")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="matmuls in fp32, or in bf16 under autocast with fp32 weights (default auto: bf16 on CUDA, "
-                   "fp32 on the CPU; bf16 is faster only on CPUs with AMX)")  # fmt: skip
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
     return p

@@ -44,6 +44,10 @@ def choose_device(flag: str | None) -> torch.device:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # the choices of --precision
+PRECISION_HELP = (
+    "matmuls in fp32, or in bf16 under autocast with fp32 weights (default auto: bf16 on CUDA, fp32 "
+    "on the CPU; bf16 is faster only on CPUs with AMX)"
+)  # the flag's help in every script
 
 
 def choose_precision(flag: str, device: torch.device) -> str:

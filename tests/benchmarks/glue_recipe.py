@@ -9,7 +9,7 @@ The recipe follows what finished runs need, not what an hour holds:
     adapters may run ADAPTER_LONGER times as long on the small tasks: a low-rank update learns more slowly
     than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840 steps), and the LoRA paper, too,
     trains its adapters for many more epochs than full fine-tuning; early stopping makes the longer cap
-    cost nothing where a run has finished. Their patience also counts only after half their cap
+    cost nothing where a run has finished. Their patience (and the head's) counts only after half the cap
     (--patience-from): an adapter starts from a zero update and may sit at the majority class for a
     thousand steps before it learns (LoRA's CoLA at 1e-4 was stopped at 1,440 steps, still at MCC 0).
     Full fine-tuning left the majority class at its first validations in every run, so its commands
