@@ -5,15 +5,16 @@ is never read as one of this recipe's. The runs themselves are benchmarks, not t
 import json
 
 from tests.benchmarks import glue_cells, glue_report, glue_suite
-from tests.benchmarks.glue_recipe import GRID, METHODS, SWEEP_TASKS, TASKS, command
+from tests.benchmarks.glue_recipe import GRID, MAX_STEPS, METHODS, SWEEP_TASKS, TARGETS, TASKS, command
+from tests.benchmarks.glue_suite import Job
 
 
-def cell(method, task, lr, seed, validation=0.5, test=0.5, **extra):
-    return {"method": method, "task": task, "lr": lr, "seed": seed, "argv": command(method, task, lr, seed),
+def cell(method, task, lr, seed, validation=0.5, test=0.5, longer=False, **extra):
+    return {"method": method, "task": task, "lr": lr, "seed": seed, "argv": command(method, task, lr, seed, longer),
             "metrics": {f"validation_{m}": validation for m in ("accuracy", "f1", "matthews_correlation", "pearson")}
             | {f"test_{m}": test for m in ("accuracy", "f1", "matthews_correlation", "pearson")},
             "wall_s": 60.0, "steps": 100, "stopped_early": True, "trainable_params": 10, "exported_params": 10,
-            "zero_gate_share": 0.25, "validation_curve": [], **extra}  # fmt: skip
+            "zero_gate_share": 0.25, "validation_curve": [], "best_step": 50, **extra}  # fmt: skip
 
 
 def swept(method, scores: dict) -> dict:
@@ -37,15 +38,16 @@ def test_runs_go_breadth_first():
     its sweep (the likely rate first); then seeds 1 and 2; nothing already stored."""
     low, mid, high = GRID["lora"]
     cells = swept("lora", {low: 0.5, mid: 0.7, high: 0.6})
-    jobs = glue_suite.next_jobs(cells)
-    assert jobs[:2] == [("full", t, GRID["full"][1], 0) for t in SWEEP_TASKS]  # the reference's likely rate first
+    jobs = glue_suite.next_jobs(cells, {})
+    assert jobs[:2] == [Job("full", t, GRID["full"][1], 0) for t in SWEEP_TASKS]  # the reference's likely rate first
     first_tasks = [t for t in TASKS if t not in SWEEP_TASKS]
     after_full = 3 * len(SWEEP_TASKS)
-    assert jobs[after_full : after_full + len(first_tasks)] == [("lora", t, mid, 0) for t in first_tasks]
+    assert jobs[after_full : after_full + len(first_tasks)] == [Job("lora", t, mid, 0) for t in first_tasks]
     last_other = max(i for i, j in enumerate(jobs) if j[3] == 0 and j[0] != "head")
     assert all(i > last_other for i, j in enumerate(jobs) if j[0] == "head" and j[3] == 0)  # the head comes last
-    assert jobs.index(("lora", "sst2", mid, 1)) > max(jobs.index(j) for j in jobs if j[3] == 0)
-    assert not set(cells) & set(jobs)
+    assert jobs.index(Job("lora", "sst2", mid, 1)) > max(jobs.index(j) for j in jobs if j[3] == 0)
+    assert not set(cells) & {j.key for j in jobs}
+    assert not any(j.longer for j in jobs)  # no target check before full fine-tuning's seed-0 row
     assert len([j for j in jobs if j[3] == 0 and j[0] != "lora"]) == sum(  # every other method's sweep
         len(GRID[m]) * len(SWEEP_TASKS) for m in METHODS if m != "lora"
     )
@@ -64,8 +66,8 @@ def test_a_cell_from_other_settings_is_not_read(tmp_path):
 def test_a_run_left_in_the_work_dir_is_stored_only_if_made_with_this_recipe(tmp_path):
     """A finished run that nobody stored is adopted only when its recorded command is today's; one started
     under an older recipe (or with no record of its command) is run again."""
-    runner = glue_suite.Runner(tmp_path, {}, quick=False, cells_dir=tmp_path / "cells")
-    key = ("lora", "cola", 1e-3, 0)
+    runner = glue_suite.Runner(tmp_path, {}, quick=False, cells_dir=tmp_path / "cells", longer_dir=tmp_path / "longer")
+    key = Job("lora", "cola", 1e-3, 0)
     runner.run_dir(key).mkdir(parents=True)
     (runner.run_dir(key) / "metrics.json").write_text(json.dumps({"finished": True}))
     assert not runner.finished_unseen(key)  # no command recorded: from before the suite recorded them
@@ -106,3 +108,49 @@ def test_fp32_and_bf16_cells_are_compared_only_when_nothing_else_differs():
     fp32[other]["argv"] = [a.replace("3840", "3000") for a in fp32[other]["argv"]]
     lines = glue_report.precision_table(bf16, fp32)
     assert lines[2:] == ["| full-mrpc-lr5e-05-s0 | 75.0 | 85.0 | 70.0 | 80.0 | 1.00 | 0.50 |"]
+
+
+def test_a_missed_target_is_checked_by_a_run_twice_as_long_right_after_full_fine_tunings_row():
+    """Full fine-tuning's seed-0 cells: one task below its target gets a target check (the same command with
+    twice the steps, patience only after the usual cap), next in line after that row, and once it is
+    stored, no more; the report's targets table shows it beside seed 0."""
+    low, mid, high = GRID["full"]
+    cells = swept("full", {low: 0.5, mid: 0.7, high: 0.6})
+    for task in TASKS:
+        if task not in SWEEP_TASKS:
+            cells["full", task, mid, 0] = cell("full", task, mid, 0, test=TARGETS[task] + 0.01)
+    cells["full", "rte", mid, 0]["metrics"]["test_accuracy"] = TARGETS["rte"] - 0.05  # missed
+    for task in SWEEP_TASKS:
+        cells["full", task, mid, 0]["metrics"][f"test_{glue_report.SCORE[task]}"] = 0.9  # met
+    jobs = glue_suite.next_jobs(cells, {})
+    check = Job("full", "rte", mid, 0, longer=True)
+    assert [j for j in jobs if j.longer] == [check] and jobs[0] == check  # nothing else of full's is left
+    argv = command(*check)
+    assert argv[argv.index("--max-steps") + 1] == str(2 * MAX_STEPS["rte"])
+    assert argv[argv.index("--patience-from") + 1] == str(MAX_STEPS["rte"])
+    assert "--patience-from" not in command(*check.key)  # full fine-tuning's own cells stop by patience alone
+    checked = {check.key: cell(*check.key, validation=0.66, test=0.58, longer=True) | {"best_step": 700, "steps": 3500}}
+    assert not any(j.longer for j in glue_suite.next_jobs(cells, checked))
+    rows = glue_report.table_cells(cells)
+    lines = glue_report.targets_table(rows, checked)
+    rte = next(line for line in lines if line.startswith("| rte "))
+    assert rte == "| rte | accuracy | 60 | 55.0 (n=1) | 58.0 | 50.0, 50 | 66.0, 700, 3500 |"
+    assert "not needed" in next(line for line in lines if line.startswith("| cola "))
+
+
+def test_a_longer_cell_is_stored_apart_and_read_only_as_a_target_check(tmp_path):
+    runner = glue_suite.Runner(tmp_path, {}, quick=False, cells_dir=tmp_path / "cells", longer_dir=tmp_path / "longer")
+    check = Job("full", "rte", 5e-5, 0, longer=True)
+    assert runner.cell_path(check) == tmp_path / "longer" / "full-rte-lr5e-05-s0.json"
+    assert runner.run_dir(check).name == "full-rte-lr5e-05-s0-longer"  # never the cell's own run folder
+    glue_cells.save(cell(*check.key, longer=True), tmp_path / "longer")
+    assert list(glue_cells.load(tmp_path / "longer", longer=True)) == [check.key]
+    assert not glue_cells.load(tmp_path / "longer")  # not a cell of the table
+
+
+def test_the_chance_row_is_a_constant_with_no_error_of_its_own():
+    """A method 20 points above chance over 3 seeds that differ by 1 point: +20.0 ± sd/sqrt(3), **; one
+    seed: no error yet."""
+    assert glue_report.difference([69.0, 70.0, 71.0], 50.0) == "+20.0 ± 0.6 **"
+    assert glue_report.difference([50.5, 49.0, 51.5], 50.0) == "+0.3 ± 0.7"
+    assert glue_report.difference([70.0], 50.0) == "+20.0 (one seed)"

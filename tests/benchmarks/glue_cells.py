@@ -8,6 +8,7 @@ A cell holds the exact train.py arguments (the machine's folders as {GLUE}, {MOD
 commit it ran at; its method, task, seed, learning rate, the steps it took and whether it stopped early;
 every validation and test metric of metrics.json; the validation curve (every validation) and the training
 loss (every 50 steps); its wall time, trainable and exported parameters, peak memory and the machine.
+The target checks (full fine-tuning run longer, glue_recipe.py) are kept alike in docs/glue/longer-cells/.
 `load()` returns only the cells whose arguments are the ones the current recipe gives (glue_recipe.command):
 a cell made under other settings is never mixed into the table.
 """
@@ -24,6 +25,7 @@ from tests.benchmarks.real_encoder import ROOT
 CELLS = ROOT / "docs" / "glue" / "cells"
 BASELINE = ROOT / "docs" / "glue" / "baseline.json"  # the majority / chance row, from the test files
 FP32_CELLS = ROOT / "docs" / "glue" / "fp32-cells"  # the first cells, run in fp32 before the recipe took bf16
+LONGER_CELLS = ROOT / "docs" / "glue" / "longer-cells"  # the target checks (glue_recipe.command's longer)
 
 
 def name(method: str, task: str, lr: float, seed: int) -> str:
@@ -78,6 +80,6 @@ def read(folder: Path) -> dict[tuple, dict]:
     return cells
 
 
-def load(folder: Path = CELLS, quick: bool = False) -> dict[tuple, dict]:
-    """The stored cells that the current recipe would run as they are."""
-    return {key: cell for key, cell in read(folder).items() if cell["argv"] == command(*key, quick=quick)}
+def load(folder: Path = CELLS, quick: bool = False, longer: bool = False) -> dict[tuple, dict]:
+    """The stored cells that the current recipe would run as they are (longer: the target checks')."""
+    return {key: c for key, c in read(folder).items() if c["argv"] == command(*key, longer=longer, quick=quick)}
