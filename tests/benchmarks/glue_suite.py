@@ -285,6 +285,7 @@ def main():
         runner = Runner(work, places, True, work / "cells-quick", work / "longer-cells-quick")
     else:
         runner = Runner(work, places, False, glue_cells.CELLS, glue_cells.LONGER_CELLS)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))  # so `finally` stops the runs too
     try:
         schedule(runner, started + 60 * args.max_minutes)
     finally:
