@@ -34,8 +34,9 @@ def name(method: str, task: str, lr: float, seed: int) -> str:
 
 def commit() -> str:
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()  # fmt: skip
+    code = ["--", ".", ":!docs", ":!README.md"]  # the cells and reports the suite writes are not changes to the code
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *code], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     return done.stdout.strip() + ("+changes" if dirty else "")
 
 

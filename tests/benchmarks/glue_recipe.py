@@ -2,18 +2,18 @@
 which learning rates, and the exact train.py command of every cell.
 
 The recipe follows what finished runs need, not what an hour holds:
-  - **Long enough to finish learning.** Each task runs up to MAX_STEPS steps of 16 (several epochs of the
-    small tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 66k sentences are capped
-    at 6,000 steps, 1.4 epochs: at 3,000 its curve still climbed, the target check showed) and stops early once PATIENCE validations in a row have not
-    beaten the best (train.py --patience): the best checkpoint is then tested on the GLUE dev set. The
-    adapters may run ADAPTER_LONGER times as long on the small tasks: a low-rank update learns more slowly
-    than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840 steps), and the LoRA paper, too,
-    trains its adapters for many more epochs than full fine-tuning; early stopping makes the longer cap
-    cost nothing where a run has finished. Their patience (and the head's) counts only after half the cap
-    (--patience-from): an adapter starts from a zero update and may sit at the majority class for a
-    thousand steps before it learns (LoRA's CoLA at 1e-4 was stopped at 1,440 steps, still at MCC 0).
-    Full fine-tuning left the majority class at its first validations in every run, so its commands
-    stay as they were.
+- **Long enough to finish learning.** Each task runs up to MAX_STEPS steps of 16 (several epochs of the small
+    tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 66k sentences are capped at 6,000
+    steps, 1.4 epochs: at 3,000 its curve still climbed, the target check showed) and stops early once
+    PATIENCE validations in a row have not beaten the best (train.py --patience): the best checkpoint is then
+    tested on the GLUE dev set. The adapters may run ADAPTER_LONGER times as long on the small tasks: a low-
+    rank update learns more slowly than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840
+    steps), and the LoRA paper, too, trains its adapters for many more epochs than full fine-tuning; early
+    stopping makes the longer cap cost nothing where a run has finished. Their patience (and the head's)
+    counts only after half the cap (--patience-from): an adapter starts from a zero update and may sit at the
+    majority class for a thousand steps before it learns (LoRA's CoLA at 1e-4 was stopped at 1,440 steps,
+    still at MCC 0). Full fine-tuning left the majority class at its first validations in every run, so its
+    commands stay as they were.
   - **Validation** every EVAL_EVERY steps (about half an epoch of the small tasks) on a fixed slice of the
     training file (train.py's split policy: 10%, SST-2 872); never the test set.
   - **Warm-up** the first 6% of MAX_STEPS (the LoRA paper's ratio), then linear decay to MAX_STEPS.
