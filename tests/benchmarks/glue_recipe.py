@@ -2,9 +2,9 @@
 which learning rates, and the exact train.py command of every cell.
 
 The recipe follows what finished runs need, not what an hour holds:
-- **Long enough to finish learning.** Each task runs up to MAX_STEPS steps of 16 (several epochs of the small
-    tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 66k sentences are capped at 6,000
-    steps, 1.4 epochs: at 3,000 its curve still climbed, the target check showed) and stops early once
+  - **Long enough to finish learning.** Each task runs up to MAX_STEPS steps of 16 (several epochs of the
+    small tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 66k sentences are capped at
+    6,000 steps, 1.4 epochs: at 3,000 its curve still climbed, the target check showed) and stops early once
     PATIENCE validations in a row have not beaten the best (train.py --patience): the best checkpoint is then
     tested on the GLUE dev set. The adapters may run ADAPTER_LONGER times as long on the small tasks: a low-
     rank update learns more slowly than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840
