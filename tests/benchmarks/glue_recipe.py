@@ -6,8 +6,8 @@ The recipe follows what finished runs need, not what an hour holds:
     small tasks, as the LoRA paper's Table 9 and Mosbach et al. 2021 ask; SST-2's 66k sentences are capped at
     6,000 steps, 1.4 epochs: at 3,000 its curve still climbed, the target check showed) and stops early once
     PATIENCE validations in a row have not beaten the best (train.py --patience): the best checkpoint is then
-    tested on the GLUE dev set. The adapters may run ADAPTER_LONGER times as long on the small tasks: a low-
-    rank update learns more slowly than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840
+    tested on the GLUE dev set. The adapters may run ADAPTER_LONGER times as long on the small tasks: a
+    low-rank update learns more slowly than the full matrix (LoRA's CoLA at 1e-3 was still climbing at 3,840
     steps), and the LoRA paper, too, trains its adapters for many more epochs than full fine-tuning; early
     stopping makes the longer cap cost nothing where a run has finished. Their patience (and the head's)
     counts only after half the cap (--patience-from): an adapter starts from a zero update and may sit at the
