@@ -154,3 +154,15 @@ def test_the_chance_row_is_a_constant_with_no_error_of_its_own():
     assert glue_report.difference([69.0, 70.0, 71.0], 50.0) == "+20.0 ± 0.6 **"
     assert glue_report.difference([50.5, 49.0, 51.5], 50.0) == "+0.3 ± 0.7"
     assert glue_report.difference([70.0], 50.0) == "+20.0 (one seed)"
+
+
+def test_a_run_is_timed_by_its_method_or_else_by_the_task():
+    """The deadline check's estimate: the longest stored run of the job's method and task; before the first,
+    the longest of any method on that task (an adapter's first RTE run is not started with 5 minutes left
+    because it has no cell yet); twice it for a target check."""
+    cells = {k: cell(*k, wall_s=s) for k, s in ((("lora", "rte", 3e-4, 0), 1700.0), (("full", "rte", 5e-5, 0), 600.0),
+                                                 (("full", "cola", 5e-5, 0), 700.0))}  # fmt: skip
+    assert glue_suite.expected_s(Job("lora", "rte", 3e-4, 1), cells) == 1700.0
+    assert glue_suite.expected_s(Job("dora", "rte", 1e-3, 0), cells) == 1700.0
+    assert glue_suite.expected_s(Job("full", "rte", 5e-5, 0, longer=True), cells) == 1200.0
+    assert glue_suite.expected_s(Job("dora", "sst2", 1e-3, 0), cells) is None

@@ -104,8 +104,9 @@ def middle_first(grid: list[float]) -> list[float]:
 
 def expected_s(job: Job, cells: dict) -> float | None:
     """How long a run of this method and task took so far (the longest; LONGER times it for a target check),
-    if one is stored."""
+    or, before its first, the longest of any method on this task; None if the task has none."""
     walls = [c["wall_s"] for k, c in cells.items() if k[:2] == job.key[:2]]
+    walls = walls or [c["wall_s"] for k, c in cells.items() if k[1] == job.task]
     return max(walls) * (LONGER if job.longer else 1) if walls else None
 
 
