@@ -96,7 +96,7 @@ def difference(ours: list[float], reference: list[float] | float) -> str:
     if not ours or not ref:
         return "–"
     diff = statistics.fmean(ours) - statistics.fmean(ref)
-    if len(ours) < 2 or len(ref) < 2 and not constant:
+    if len(ours) < 2 or (len(ref) < 2 and not constant):
         return f"{diff:+.1f} (one seed)"
     se = math.sqrt(statistics.variance(ours) / len(ours) + (0 if constant else statistics.variance(ref) / len(ref)))
     return f"{diff:+.1f} ± {se:.1f}" + (" **" if abs(diff) > 2 * se else "")

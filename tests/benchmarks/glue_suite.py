@@ -146,7 +146,8 @@ class Runner:
         """The command a run was started with (PLACES unfilled), written before it starts."""
         return self.run_dir(job).parent / f"{job.name}.argv.json"
 
-    def command(self, job: Job) -> list[str]:
+    def argv(self, job: Job) -> list[str]:
+        """The job's train.py arguments (glue_recipe.command), the machine's folders as PLACES."""
         return command(*job, quick=self.quick)
 
     def cell_path(self, job: Job) -> Path:
@@ -158,21 +159,21 @@ class Runner:
         done, made = self.run_dir(job) / "metrics.json", self.command_file(job)
         if not (done.is_file() and made.is_file() and json.loads(done.read_text()).get("finished")):
             return False
-        return json.loads(made.read_text()) == self.command(job)
+        return json.loads(made.read_text()) == self.argv(job)
 
     def start(self, job: Job) -> None:
         run_dir = self.run_dir(job)
         shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short: its log would be appended to
-        argv = [sys.executable, "train.py", *placed(self.command(job), self.places), "--output-dir", str(run_dir)]
+        argv = [sys.executable, "train.py", *placed(self.argv(job), self.places), "--output-dir", str(run_dir)]
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        write_text(self.command_file(job), json.dumps(self.command(job)) + "\n")
+        write_text(self.command_file(job), json.dumps(self.argv(job)) + "\n")
         log = self.log(job).open("w")
         print(f"start {job.name}", file=sys.stderr)
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ONE_THREAD)
         self.going[job] = (process, time.perf_counter())
 
     def store(self, job: Job, wall_s: float) -> None:
-        cell = glue_cells.record(self.run_dir(job), self.command(job), job.key, wall_s, threads=1)
+        cell = glue_cells.record(self.run_dir(job), self.argv(job), job.key, wall_s, threads=1)
         path = glue_cells.save(cell, self.cell_path(job).parent)
         print(f"stored {path.relative_to(path.parent.parent)} ({wall_s / 60:.1f} min)", file=sys.stderr)
 
