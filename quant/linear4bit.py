@@ -25,14 +25,16 @@ class DequantizedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight_nf4: NF4Weight, bias, dtype):
-        ctx.weight_nf4, ctx.dtype = weight_nf4, dtype
+        ctx.weight_nf4 = weight_nf4
         return F.linear(x, weight_nf4.dequantize(dtype), bias)  # (..., in) -> (..., out)
 
     @staticmethod
     def backward(ctx, grad_y):
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_y @ ctx.weight_nf4.dequantize(ctx.dtype)  # dL/dx = dL/dy W: (..., out) @ (out, in)
+            # dL/dx = dL/dy W: (..., out) @ (out, in), in the gradient's dtype, as bitsandbytes does: under
+            # autocast the forward's matmul ran in bf16, and so does its gradient, whatever compute_dtype is
+            grad_x = grad_y @ ctx.weight_nf4.dequantize(grad_y.dtype)
         return grad_x, None, None, None  # the 4-bit weight and the bias are frozen
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import evaluate
+import methods
 import minibert
 import predict
 import train
@@ -35,11 +36,16 @@ def test_autocast_runs_the_matmuls_in_bf16_only_when_asked():
 
 
 @pytest.mark.filterwarnings("ignore:.*has no pre_classifier")  # the tiny model's new head: said, and expected
-def test_bf16_computes_the_same_loss_and_gradients(tiny_distilbert_model_dir):
-    """One batch through the tiny classifier in both precisions: the same loss and gradient direction,
-    to bf16's precision (a relative error of 2^-8 per product, averaged over many)."""
+@pytest.mark.parametrize("method", ["full", "lora", "sparse_lora", "hira", "dora", "qlora", "qdora"])
+def test_bf16_computes_the_same_loss_and_gradients(tiny_distilbert_model_dir, method):
+    """One batch through the tiny classifier, adapted by each method, in both precisions: the same loss and
+    gradient direction, to bf16's precision (a relative error of 2^-8 per product, averaged over many).
+    QLoRA's 4-bit layer has its own backward, which must take autocast's bf16 gradient (it once did not)."""
     torch.manual_seed(0)
-    model = minibert.from_pretrained(tiny_distilbert_model_dir, num_labels=2).eval()
+    model = methods.apply(minibert.from_pretrained(tiny_distilbert_model_dir, num_labels=2), method).eval()
+    for name, p in model.named_parameters():
+        if name.endswith("lora_B"):  # B = 0 at the start would leave A without a gradient to compare
+            torch.nn.init.normal_(p, std=0.02)
     ids, labels = torch.randint(5, model.config.vocab_size, (8, 16)), torch.randint(0, 2, (8,))
     losses, grads = {}, {}
     for precision in ("fp32", "bf16"):
