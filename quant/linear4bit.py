@@ -10,7 +10,9 @@ gradient still flows to the input x, which is what LoRA factors on top of this l
 A plain F.linear(x, W) would keep the dequantised W alive until the backward pass (it needs W for
 dL/dx = dL/dy W), so training would hold every weight in 16/32 bits again. DequantizedLinear instead
 saves nothing but a reference to the 4-bit weight and dequantises it a second time in backward: a
-little more compute for the memory QLoRA is about.
+little more compute for the memory QLoRA is about. That second W is made in the gradient's dtype, as
+bitsandbytes does: under bf16 autocast the forward's matmul, and so its gradient, is bf16 even when
+compute_dtype is fp32 (the CPU's).
 """
 
 import torch
@@ -32,9 +34,7 @@ class DequantizedLinear(torch.autograd.Function):
     def backward(ctx, grad_y):
         grad_x = None
         if ctx.needs_input_grad[0]:
-            # dL/dx = dL/dy W: (..., out) @ (out, in), in the gradient's dtype, as bitsandbytes does: under
-            # autocast the forward's matmul ran in bf16, and so does its gradient, whatever compute_dtype is
-            grad_x = grad_y @ ctx.weight_nf4.dequantize(grad_y.dtype)
+            grad_x = grad_y @ ctx.weight_nf4.dequantize(grad_y.dtype)  # dL/dx = dL/dy W: (..., out) @ (out, in)
         return grad_x, None, None, None  # the 4-bit weight and the bias are frozen
 
 

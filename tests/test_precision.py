@@ -14,6 +14,7 @@ import methods
 import minibert
 import predict
 import train
+from tests.test_methods import randomise_adapters_
 from tests.test_new_user import T, t_csv
 from training.device import autocast, choose_precision
 
@@ -43,9 +44,8 @@ def test_bf16_computes_the_same_loss_and_gradients(tiny_distilbert_model_dir, me
     QLoRA's 4-bit layer has its own backward, which must take autocast's bf16 gradient (it once did not)."""
     torch.manual_seed(0)
     model = methods.apply(minibert.from_pretrained(tiny_distilbert_model_dir, num_labels=2), method).eval()
-    for name, p in model.named_parameters():
-        if name.endswith("lora_B"):  # B = 0 at the start would leave A without a gradient to compare
-            torch.nn.init.normal_(p, std=0.02)
+    if method != "full":  # B = 0 at the start would leave A without a gradient to compare
+        randomise_adapters_(model)
     ids, labels = torch.randint(5, model.config.vocab_size, (8, 16)), torch.randint(0, 2, (8,))
     losses, grads = {}, {}
     for precision in ("fp32", "bf16"):
