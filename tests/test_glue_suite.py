@@ -33,6 +33,18 @@ def test_the_sweep_chooses_an_inner_rate_and_grows_past_a_winning_edge():
     assert glue_report.rates("lora", swept("lora", {low: 0.5, mid: 0.7})) == ([low, mid, high], None)  # not all run
 
 
+def test_the_head_sweep_keeps_the_rate_of_the_lowest_validation_loss():
+    """A linear head's score near the majority class is noise: its sweep is read by validation loss."""
+    low, mid, high = GRID["head"]
+    lowest = {low: 0.62, mid: 0.60, high: 0.70}  # the top rate's score is best, its loss worst (it swings)
+    score = {low: 0.5, mid: 0.5, high: 0.9}
+    cells = {("head", t, lr, 0): cell("head", t, lr, 0, validation=score[lr],
+                                       validation_curve=[{"step": 1, "loss": 0.8}, {"step": 2, "loss": lowest[lr]}])
+             for lr in lowest for t in SWEEP_TASKS}  # fmt: skip
+    assert glue_report.rates("head", cells) == ([low, mid, high], mid)
+    assert "| head only | 0.003 | 50.0 | 50.0 | 50.0 | 0.6000 | yes |" in glue_report.sweep_table(cells)
+
+
 def test_runs_go_breadth_first():
     """Method by method (full fine-tuning first, the head last): seed 0 of a method whose rate is chosen, or
     its sweep (the likely rate first); then seeds 1 and 2; nothing already stored."""

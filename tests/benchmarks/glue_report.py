@@ -4,8 +4,9 @@ the README's headline table, docs/results.md's tables and the curves figure.
     python -m tests.benchmarks.glue_report          # rebuild the tables and figure from the stored cells
 
 Which learning rate a method uses is read off its sweep cells (glue_recipe.py): the rate with the best
-mean validation score over SWEEP_TASKS at seed 0, once every rate of its grid is stored; a best rate at the
-grid's edge extends the grid (`rates`), and the method has no rate, and no row, until that is settled.
+mean validation score over SWEEP_TASKS at seed 0 (the head's: the lowest validation loss, SWEEP_BY_LOSS),
+once every rate of its grid is stored; a best rate at the grid's edge extends the grid (`rates`), and the
+method has no rate, and no row, until that is settled.
 """
 
 import json
@@ -23,6 +24,7 @@ from tests.benchmarks.glue_recipe import (
     PATIENCE,
     SCORE,
     SEEDS,
+    SWEEP_BY_LOSS,
     SWEEP_TASKS,
     TARGETS,
     TASKS,
@@ -35,11 +37,20 @@ def validation_score(cell: dict) -> float:
     return cell["metrics"][f"validation_{SCORE[cell['task']]}"]
 
 
+def lowest_validation_loss(cell: dict) -> float:
+    return min(row["loss"] for row in cell["validation_curve"])
+
+
+def sweep_value(cell: dict) -> float:
+    """What a sweep maximises: the validation score, or minus the lowest validation loss (SWEEP_BY_LOSS)."""
+    return -lowest_validation_loss(cell) if cell["method"] in SWEEP_BY_LOSS else validation_score(cell)
+
+
 def rates(method: str, cells: dict) -> tuple[list[float], float | None]:
     """(the rates to sweep, the chosen rate or None): GRID, extended past an edge that won (see module doc)."""
     grid = sorted(GRID[method])
     while all((method, task, lr, 0) in cells for lr in grid for task in SWEEP_TASKS):
-        mean = {lr: statistics.fmean(validation_score(cells[method, t, lr, 0]) for t in SWEEP_TASKS) for lr in grid}
+        mean = {lr: statistics.fmean(sweep_value(cells[method, t, lr, 0]) for t in SWEEP_TASKS) for lr in grid}
         best = max(grid, key=mean.get)
         if best == grid[0]:
             grid.insert(0, float(f"{best / 3:.0e}"))
@@ -154,14 +165,20 @@ def sparse_table(runs: dict) -> list[str]:
 
 
 def sweep_table(cells: dict) -> list[str]:
-    lines = table_head("method", "lr", *[f"validation {t} {SCORE[t]}" for t in SWEEP_TASKS], "mean", "chosen")
+    lines = table_head("method", "lr", *[f"validation {t} {SCORE[t]}" for t in SWEEP_TASKS], "mean",
+                       "mean lowest validation loss", "chosen")  # fmt: skip
     for m in METHODS:
         grid, best = rates(m, cells)
-        for lr in grid:
+        tried = {lr for (method, task, lr, seed) in cells if method == m and task in SWEEP_TASKS and seed == 0}
+        for lr in sorted(set(grid) | tried):  # the grid, and any rate swept before a rule changed
             got = [cells.get((m, t, lr, 0)) for t in SWEEP_TASKS]
             values = [f"{100 * validation_score(c):.1f}" if c else "not run yet" for c in got]
-            mean = f"{100 * statistics.fmean(validation_score(c) for c in got):.1f}" if all(got) else "–"
-            lines.append(f"| {NAMES[m]} | {lr:g} | {' | '.join(values)} | {mean} | {'yes' if lr == best else ''} |")
+            mean, loss = "–", "–"
+            if all(got):
+                mean = f"{100 * statistics.fmean(validation_score(c) for c in got):.1f}"
+                loss = f"{statistics.fmean(lowest_validation_loss(c) for c in got):.4f}"
+            lines.append(f"| {NAMES[m]} | {lr:g} | {' | '.join(values)} | {mean} | {loss} | "
+                         f"{'yes' if lr == best else ''} |")  # fmt: skip
     return lines
 
 
@@ -276,7 +293,8 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         *(["Sparse LoRA's gates at the end of each run (the exported adapter keeps only the non-zero ranks):", "",
            *sparse_table(rows["sparse_lora"]), ""] if "sparse_lora" in rows else []),
         f"The learning-rate sweep: seed 0, {' and '.join(SWEEP_TASKS)}, the validation score of each run's best "
-        "checkpoint:",
+        "checkpoint and its lowest validation loss; the rate with the best mean score is chosen, or, for "
+        f"{', '.join(NAMES[m] for m in SWEEP_BY_LOSS)}, the lowest mean loss (glue_recipe.py):",
         "",
         *sweep_table(cells),
         "",
