@@ -248,10 +248,10 @@ def precision_table(cells: dict, fp32: dict) -> list[str]:
 
 
 def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path = FIGURES) -> tuple[list, list]:
-    """(the headline: the table and the differences from full fine-tuning, for the README; the details:
-    the targets, the differences from chance, convergence, Sparse LoRA's gates, the sweep, fp32 against bf16),
-    and the curves figure in `figures`. fp32: the cells set aside when the recipe took bf16; checked: the
-    target checks."""
+    """(the headline: the table, the differences from full fine-tuning, Sparse LoRA's exported parameters
+    and the compute, for the README; the details: the targets, the differences from chance, convergence, the
+    sweep, fp32 against bf16), and the curves figure in `figures`. fp32: the cells set aside when the recipe
+    took bf16; checked: the target checks."""
     chosen = chosen_rates(cells)
     rows = table_cells(cells)
     stored = sum(len(r[t]) for r in rows.values() for t in TASKS)
@@ -269,12 +269,14 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *against_full(rows),
         "",
+        *(["Sparse LoRA's gates at the end of each run (the exported adapter keeps only the non-zero ranks):", "",
+           *sparse_table(rows["sparse_lora"]), ""] if "sparse_lora" in rows else []),
         f"Compute so far: {hours:.1f} hours of one CPU thread for {len(cells) + len(checked)} runs "
         f"({60 * hours / max(1, len(cells) + len(checked)):.0f} min a run on average; {len(checked)} of them "
         "target checks), two runs at a time on a 2-core machine; "
         f"before them, {sum(c['wall_s'] for c in fp32.values()) / 3600:.1f} hours for the {len(fp32)} fp32 runs "
         "set aside when the recipe took bf16.",
-    ]
+    ]  # fmt: skip
     details = [
         f"Full fine-tuning against its targets (test scores x 100); where seed 0 missed one, the same run again "
         f"{LONGER}x as long, patience counted only after the usual cap (the dotted curves in the figure below):",
@@ -290,8 +292,6 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *convergence_table(rows),
         "",
-        *(["Sparse LoRA's gates at the end of each run (the exported adapter keeps only the non-zero ranks):", "",
-           *sparse_table(rows["sparse_lora"]), ""] if "sparse_lora" in rows else []),
         f"The learning-rate sweep: seed 0, {' and '.join(SWEEP_TASKS)}, the validation score of each run's best "
         "checkpoint and its lowest validation loss; the rate with the best mean score is chosen, or, for "
         f"{', '.join(NAMES[m] for m in SWEEP_BY_LOSS)}, the lowest mean loss (glue_recipe.py):",
