@@ -20,7 +20,7 @@ The recipe follows what finished runs need, not what an hour holds:
   - **Learning rate** per method, from GRID's three rates at seed 0 on SWEEP_TASKS (a single-sentence task
     and a pair task, the two that short runs failed to learn): the rate with the best mean validation
     score is used on every task and seed. A chosen rate at the edge of the grid extends the grid by the
-    next rate beyond it (x3 or /3) until the best is inside (glue_suite.chosen_rates). The head's sweep is
+    next rate beyond it (x3 or /3) until the best is inside (glue_report.rates). The head's sweep is
     read by its lowest validation loss instead (SWEEP_BY_LOSS): a linear head on a frozen encoder is a convex
     problem whose optimum the rate does not move, only whether and how fast SGD reaches it, and its score
     near the majority class flips on a handful of examples (read by score, its sweep chose an unstable 0.9).
