@@ -168,6 +168,14 @@ def test_the_chance_row_is_a_constant_with_no_error_of_its_own():
     assert glue_report.difference([70.0], 50.0) == "+20.0 (one seed)"
 
 
+def test_the_chance_table_names_the_test_sets_own_error():
+    """Seeds share one test set, so its sampling error is not in their spread; the report states it for each
+    accuracy task: sqrt(p (1 - p) / N) at chance, 3.0 points for p = 0.527 on 277 examples."""
+    rows = {"lora": {t: [] for t in TASKS} | {"rte": [cell("lora", "rte", 1e-3, 0, examples={"test": 277})]}}
+    baseline = {t: {"accuracy": 0.527} for t in TASKS}
+    assert glue_report.test_set_error(rows, baseline).endswith(": 3.0 points on rte's 277")
+
+
 def test_a_run_is_timed_by_its_method_or_else_by_the_task():
     """The deadline check's estimate: the longest stored run of the job's method and task; before the first,
     the longest of any method on that task (an adapter's first RTE run is not started with 5 minutes left

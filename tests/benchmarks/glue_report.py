@@ -135,6 +135,17 @@ def against_chance(rows: dict, baseline: dict) -> list[str]:
     return lines
 
 
+def test_set_error(rows: dict, baseline: dict) -> str:
+    """The sampling error of an accuracy at chance on each accuracy task's test set, sqrt(p (1 - p) / N) in
+    points: what a finite test set adds to every seed's score alike."""
+    out = []
+    for task in [t for t in TASKS if SCORE[t] == "accuracy" and any(r[t] for r in rows.values())]:
+        n = next(r[task][0]["examples"]["test"] for r in rows.values() if r[task])
+        p = baseline[task]["accuracy"]
+        out.append(f"{100 * math.sqrt(p * (1 - p) / n):.1f} points on {task}'s {n}")
+    return "for an accuracy at chance, sqrt(p (1 - p) / N): " + ", ".join(out)
+
+
 def targets_table(rows: dict, checked: dict) -> list[str]:
     """Full fine-tuning against TARGETS: its test score over the seeds, and, where seed 0 missed, the target
     check (the same run LONGER times as long): its test score, and its best validation score and step beside
@@ -283,8 +294,9 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *targets_table(rows, checked),
         "",
-        "Difference from the majority / chance row in points ± its standard error (** beyond twice it: the "
-        "method clearly learned the task):",
+        "Difference from the majority / chance row in points ± its standard error (** beyond twice it). That "
+        "error is the spread over seeds alone: every seed is tested on the same examples, so the test set's own "
+        f"sampling error is shared and not in it ({test_set_error(rows, baseline)}):",
         "",
         *against_chance(rows, baseline),
         "",
