@@ -176,6 +176,23 @@ def test_the_chance_table_names_the_test_sets_own_error():
     assert glue_report.test_set_error(rows, baseline).endswith(": 3.0 points on rte's 277")
 
 
+def test_the_tasks_short_of_chance_are_those_some_method_has_not_clearly_learned():
+    """short_of_chance picks the tasks whose curves the README must show: where a method other than the head
+    is within twice its standard error of chance over two seeds or more. Here LoRA's CoLA seeds straddle
+    chance and full fine-tuning's RTE is one seed only; the head is below chance everywhere, not counted."""
+    baseline = {t: {m: 0.5 for m in ("accuracy", "f1", "matthews_correlation", "pearson")} for t in TASKS}
+    tests = {
+        "lora": dict.fromkeys(TASKS, (0.70, 0.71, 0.69)) | {"cola": (0.505, 0.49, 0.515)},
+        "full": dict.fromkeys(TASKS, (0.80, 0.81)) | {"rte": (0.45,)},
+        "head": dict.fromkeys(TASKS, (0.4, 0.41)),
+    }
+    rows = {m: {t: [cell(m, t, 1e-3, s, test=v) for s, v in enumerate(by_task[t])] for t in TASKS}
+            for m, by_task in tests.items()}  # fmt: skip
+    assert glue_report.short_of_chance(rows, baseline) == ["cola"]
+    assert glue_report.clearly_above_chance(rows["lora"]["sst2"], "sst2", baseline)
+    assert not glue_report.clearly_above_chance(rows["full"]["rte"], "rte", baseline)  # one seed: not yet
+
+
 def test_a_run_is_timed_by_its_method_or_else_by_the_task():
     """The deadline check's estimate: the longest stored run of the job's method and task; before the first,
     the longest of any method on that task (an adapter's first RTE run is not started with 5 minutes left

@@ -1,5 +1,6 @@
 """The converged GLUE comparison's report, made from the stored cells alone (docs/glue/cells/), with no run:
-the README's headline table, docs/results.md's tables and the curves figure.
+the README's headline table, docs/results.md's tables and the two figures (every method's seed-0 curves;
+every seed's curves on the tasks some method has not clearly learned).
 
     python -m tests.benchmarks.glue_report          # rebuild the tables and figure from the stored cells
 
@@ -99,9 +100,16 @@ def main_table(rows: dict, chosen: dict, baseline: dict) -> list[str]:
     return lines
 
 
+def standard_error(ours: list[float], reference: list[float] | float) -> float:
+    """The standard error of mean(ours) - mean(reference); a float reference is a constant (the chance row),
+    with no error of its own. Needs two values of each list."""
+    own = statistics.variance(ours) / len(ours)
+    return math.sqrt(own if isinstance(reference, float) else own + statistics.variance(reference) / len(reference))
+
+
 def difference(ours: list[float], reference: list[float] | float) -> str:
-    """mean(ours) - mean(reference) in points, ± the standard error of that difference, ** beyond twice it
-    (the README's rule for calling one better). A float reference is a constant (the chance row)."""
+    """mean(ours) - mean(reference) in points, ± its standard error, ** beyond twice it (the README's rule
+    for calling one better)."""
     constant = isinstance(reference, float)
     ref = [reference] if constant else reference
     if not ours or not ref:
@@ -109,8 +117,15 @@ def difference(ours: list[float], reference: list[float] | float) -> str:
     diff = statistics.fmean(ours) - statistics.fmean(ref)
     if len(ours) < 2 or (len(ref) < 2 and not constant):
         return f"{diff:+.1f} (one seed)"
-    se = math.sqrt(statistics.variance(ours) / len(ours) + (0 if constant else statistics.variance(ref) / len(ref)))
+    se = standard_error(ours, reference)
     return f"{diff:+.1f} ± {se:.1f}" + (" **" if abs(diff) > 2 * se else "")
+
+
+def clearly_above_chance(cells: list[dict], task: str, baseline: dict) -> bool:
+    """The issue's bar for an adapter: its mean test score above the chance row by more than twice the
+    standard error over seeds (two seeds at least)."""
+    values, chance = [100 * score(c, task) for c in cells], 100 * baseline[task][SCORE[task]]
+    return len(values) > 1 and statistics.fmean(values) - chance > 2 * standard_error(values, chance)
 
 
 def against_full(rows: dict) -> list[str]:
@@ -240,6 +255,39 @@ def plot_curves(cells: dict, chosen: dict, checked: dict, figures: Path) -> None
     plt.close(fig)
 
 
+def short_of_chance(rows: dict, baseline: dict) -> list[str]:
+    """The tasks on which some method other than the head is not clearly above chance (with two seeds at
+    least): the tasks whose every seed's curve the README shows."""
+    return [t for t in TASKS if any(len(r[t]) > 1 and not clearly_above_chance(r[t], t, baseline)
+                                    for m, r in rows.items() if m != "head")]  # fmt: skip
+
+
+def plot_seeds(rows: dict, baseline: dict, tasks: list[str], figures: Path) -> None:
+    """For each task in `tasks` (a row of panels) and each method but the head (a panel): the validation
+    score over steps of every seed, each seed's test score at the step it was tested (x), and the chance
+    row's test score (dashed): how far the runs are from chance, and how far validation is from test."""
+    methods = [m for m in rows if m != "head"]
+    plt, path = figure(figures, "glue_seed_curves.png")
+    fig, axes = plt.subplots(len(tasks), len(methods), figsize=(2.9 * len(methods), 2.7 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, method in enumerate(methods):
+            ax, runs = axes[i][j], rows[method][task]
+            for cell in runs:
+                curve, color = cell["validation_curve"], f"C{cell['seed']}"
+                ax.plot([p["step"] for p in curve], [100 * p[SCORE[task]] for p in curve], color=color, lw=0.8,
+                        label=f"seed {cell['seed']}")  # fmt: skip
+                ax.plot(cell["best_step"], 100 * score(cell, task), "x", color=color, ms=7)
+            ax.axhline(100 * baseline[task][SCORE[task]], color="gray", ls="--", lw=0.8, label="chance (test)")
+            ax.set_title(f"{NAMES[method]}, {task}: test {mean_std([score(c, task) for c in runs])}", fontsize=8)
+            ax.set(xlabel="step", ylabel=SCORE[task] if j == 0 else None)
+            ax.tick_params(labelsize=7)
+        axes[i][0].legend(fontsize=6)
+    fig.suptitle("Validation curve of every seed (lines) and its test score at the step tested (x)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def precision_table(cells: dict, fp32: dict) -> list[str]:
     """The cells run in both precisions (the same command but --precision): test and validation scores and
     the seconds a training step took, fp32 against bf16."""
@@ -261,7 +309,7 @@ def precision_table(cells: dict, fp32: dict) -> list[str]:
 def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path = FIGURES) -> tuple[list, list]:
     """(the headline: the table, the differences from full fine-tuning, Sparse LoRA's exported parameters
     and the compute, for the README; the details: the targets, the differences from chance, convergence, the
-    sweep, fp32 against bf16), and the curves figure in `figures`. fp32: the cells set aside when the recipe
+    sweep, fp32 against bf16), and the figures in `figures`. fp32: the cells set aside when the recipe
     took bf16; checked: the target checks."""
     chosen = chosen_rates(cells)
     rows = table_cells(cells)
@@ -316,6 +364,8 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         *precision_table(cells, fp32),
     ]  # fmt: skip
     plot_curves(cells, chosen, checked, figures)
+    if tasks := short_of_chance(rows, baseline):
+        plot_seeds(rows, baseline, tasks, figures)
     return headline, details
 
 
