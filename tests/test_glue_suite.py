@@ -4,6 +4,8 @@ is never read as one of this recipe's. The runs themselves are benchmarks, not t
 
 import json
 
+import pytest
+
 from tests.benchmarks import glue_cells, glue_report, glue_suite
 from tests.benchmarks.glue_recipe import GRID, MAX_STEPS, METHODS, SWEEP_TASKS, TARGETS, TASKS, command
 from tests.benchmarks.glue_suite import Job
@@ -168,12 +170,21 @@ def test_the_chance_row_is_a_constant_with_no_error_of_its_own():
     assert glue_report.difference([70.0], 50.0) == "+20.0 (one seed)"
 
 
-def test_the_chance_table_names_the_test_sets_own_error():
-    """Seeds share one test set, so its sampling error is not in their spread; the report states it for each
-    accuracy task: sqrt(p (1 - p) / N) at chance, 3.0 points for p = 0.527 on 277 examples."""
-    rows = {"lora": {t: [] for t in TASKS} | {"rte": [cell("lora", "rte", 1e-3, 0, examples={"test": 277})]}}
-    baseline = {t: {"accuracy": 0.527} for t in TASKS}
+def test_the_chance_table_adds_the_test_sets_own_error_to_the_seeds():
+    """Seeds share one test set, so its sampling error at chance is not in their spread: sqrt(p (1 - p) / N)
+    for accuracy (3.0 points for p = 0.527 on 277 examples), 1 / sqrt(N) for MCC and Pearson, none for F1
+    (a constant chance row). The chance table adds it to the seeds' error: +4.3 above chance with seeds
+    0.5 apart is ** by the seeds alone, not with RTE's 3.0 points beside them."""
+    baseline = {t: {"accuracy": 0.527, "f1": 0.8, "matthews_correlation": 0.0, "pearson": 0.0} for t in TASKS}
+    assert glue_report.chance_error("rte", baseline, 277) == pytest.approx(2.9998, abs=1e-3)
+    assert glue_report.chance_error("cola", baseline, 400) == glue_report.chance_error("stsb", baseline, 400) == 5.0
+    assert glue_report.chance_error("mrpc", baseline, 400) == 0.0
+    rte = [cell("lora", "rte", 1e-3, s, test=v, examples={"test": 277}) for s, v in enumerate((0.565, 0.575))]
+    rows = {"lora": {t: [] for t in TASKS} | {"rte": rte}}
     assert glue_report.test_set_error(rows, baseline).endswith(": 3.0 points on rte's 277")
+    assert glue_report.difference([56.5, 57.5], 52.7) == "+4.3 ± 0.5 **"
+    assert glue_report.against_chance(rows, baseline)[2] == "| LoRA | – | – | – | – | +4.3 ± 3.0 |"
+    assert not glue_report.clearly_above_chance(rte, "rte", baseline)
 
 
 def test_the_tasks_short_of_chance_are_those_some_method_has_not_clearly_learned():
@@ -186,8 +197,8 @@ def test_the_tasks_short_of_chance_are_those_some_method_has_not_clearly_learned
         "full": dict.fromkeys(TASKS, (0.80, 0.81)) | {"rte": (0.45,)},
         "head": dict.fromkeys(TASKS, (0.4, 0.41)),
     }
-    rows = {m: {t: [cell(m, t, 1e-3, s, test=v) for s, v in enumerate(by_task[t])] for t in TASKS}
-            for m, by_task in tests.items()}  # fmt: skip
+    rows = {m: {t: [cell(m, t, 1e-3, s, test=v, examples={"test": 10_000}) for s, v in enumerate(by_task[t])]
+                for t in TASKS} for m, by_task in tests.items()}  # fmt: skip
     assert glue_report.short_of_chance(rows, baseline) == ["cola"]
     assert glue_report.clearly_above_chance(rows["lora"]["sst2"], "sst2", baseline)
     assert not glue_report.clearly_above_chance(rows["full"]["rte"], "rte", baseline)  # one seed: not yet

@@ -2,7 +2,7 @@
 the README's headline table, docs/results.md's tables and the two figures (every method's seed-0 curves;
 every seed's curves on the tasks some method has not clearly learned).
 
-    python -m tests.benchmarks.glue_report          # rebuild the tables and figure from the stored cells
+    python -m tests.benchmarks.glue_report          # rebuild the tables and figures from the stored cells
 
 Which learning rate a method uses is read off its sweep cells (glue_recipe.py): the rate with the best
 mean validation score over SWEEP_TASKS at seed 0 (the head's: the lowest validation loss, SWEEP_BY_LOSS),
@@ -107,9 +107,10 @@ def standard_error(ours: list[float], reference: list[float] | float) -> float:
     return math.sqrt(own if isinstance(reference, float) else own + statistics.variance(reference) / len(reference))
 
 
-def difference(ours: list[float], reference: list[float] | float) -> str:
+def difference(ours: list[float], reference: list[float] | float, shared: float = 0.0) -> str:
     """mean(ours) - mean(reference) in points, ± its standard error, ** beyond twice it (the README's rule
-    for calling one better)."""
+    for calling one better). shared: an error every seed shares (the test set's own, chance_error), added
+    to the seeds' in quadrature."""
     constant = isinstance(reference, float)
     ref = [reference] if constant else reference
     if not ours or not ref:
@@ -117,19 +118,40 @@ def difference(ours: list[float], reference: list[float] | float) -> str:
     diff = statistics.fmean(ours) - statistics.fmean(ref)
     if len(ours) < 2 or (len(ref) < 2 and not constant):
         return f"{diff:+.1f} (one seed)"
-    se = standard_error(ours, reference)
+    se = math.hypot(standard_error(ours, reference), shared)  # sqrt(se_seeds^2 + shared^2)
     return f"{diff:+.1f} ± {se:.1f}" + (" **" if abs(diff) > 2 * se else "")
 
 
+def chance_error(task: str, baseline: dict, n: int) -> float:
+    """The test set's own standard error, in points, of a score at chance on its n examples: what one finite
+    test set adds to every seed's score alike, which their spread cannot show. Accuracy: sqrt(p (1 - p) / n),
+    p the majority share. MCC and Pearson: 1 / sqrt(n) (for predictions independent of the labels,
+    n r^2 is about chi-square with one degree of freedom). F1: 0, for want of a null: its chance row is the
+    constant answer "paraphrase", so its table keeps the seeds' error alone."""
+    metric = SCORE[task]
+    if metric == "accuracy":
+        p = baseline[task]["accuracy"]
+        return 100 * math.sqrt(p * (1 - p) / n)
+    return 0.0 if metric == "f1" else 100 / math.sqrt(n)
+
+
+def test_size(rows: dict, task: str) -> int:
+    return next(r[task][0]["examples"]["test"] for r in rows.values() if r[task])
+
+
 def clearly_above_chance(cells: list[dict], task: str, baseline: dict) -> bool:
-    """The issue's bar for an adapter: its mean test score above the chance row by more than twice the
-    standard error over seeds (two seeds at least)."""
+    """The issue's bar for an adapter: its mean test score above the chance row by more than twice its
+    standard error, the seeds' and the test set's (chance_error) together; two seeds at least."""
     values, chance = [100 * score(c, task) for c in cells], 100 * baseline[task][SCORE[task]]
-    return len(values) > 1 and statistics.fmean(values) - chance > 2 * standard_error(values, chance)
+    if len(values) < 2:
+        return False
+    shared = chance_error(task, baseline, cells[0]["examples"]["test"])
+    return statistics.fmean(values) - chance > 2 * math.hypot(standard_error(values, chance), shared)
 
 
 def against_full(rows: dict) -> list[str]:
-    """Each method's difference from full fine-tuning in each task's score (points)."""
+    """Each method's difference from full fine-tuning in each task's score (points). Both are tested on the
+    same examples, so the test set's error mostly cancels: the seeds' is the one that counts."""
     lines = table_head("method", *[f"{t} {SCORE[t]}" for t in TASKS])
     for method, runs in rows.items():
         if method == "full" or "full" not in rows:
@@ -141,24 +163,23 @@ def against_full(rows: dict) -> list[str]:
 
 
 def against_chance(rows: dict, baseline: dict) -> list[str]:
-    """Each method's difference from the majority / chance row in each task's score (points): a cell
-    without ** has not clearly learned the task."""
+    """Each method's difference from the majority / chance row in each task's score (points), ± the seeds'
+    and the test set's error together: a cell without ** has not clearly learned the task."""
     lines = table_head("method", *[f"{t} {SCORE[t]}" for t in TASKS])
     for method, runs in rows.items():
-        out = [difference([100 * score(c, t) for c in runs[t]], 100 * baseline[t][SCORE[t]]) for t in TASKS]
+        out = []
+        for t in TASKS:
+            shared = chance_error(t, baseline, test_size(rows, t)) if runs[t] else 0.0
+            out.append(difference([100 * score(c, t) for c in runs[t]], 100 * baseline[t][SCORE[t]], shared))
         lines.append(f"| {NAMES[method]} | {' | '.join(out)} |")
     return lines
 
 
 def test_set_error(rows: dict, baseline: dict) -> str:
-    """The sampling error of an accuracy at chance on each accuracy task's test set, sqrt(p (1 - p) / N) in
-    points: what a finite test set adds to every seed's score alike."""
-    out = []
-    for task in [t for t in TASKS if SCORE[t] == "accuracy" and any(r[t] for r in rows.values())]:
-        n = next(r[task][0]["examples"]["test"] for r in rows.values() if r[task])
-        p = baseline[task]["accuracy"]
-        out.append(f"{100 * math.sqrt(p * (1 - p) / n):.1f} points on {task}'s {n}")
-    return "for an accuracy at chance, sqrt(p (1 - p) / N): " + ", ".join(out)
+    """chance_error of each task's test set, in words, for the chance table's heading."""
+    out = [f"{chance_error(t, baseline, test_size(rows, t)):.1f} points on {t}'s {test_size(rows, t)}"
+           for t in TASKS if SCORE[t] != "f1" and any(r[t] for r in rows.values())]  # fmt: skip
+    return "accuracy sqrt(p (1 - p) / N), MCC and Pearson 1 / sqrt(N): " + ", ".join(out)
 
 
 def targets_table(rows: dict, checked: dict) -> list[str]:
@@ -318,8 +339,9 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
     headline = [
         f"{stored} of the table's {len(METHODS) * len(TASKS) * len(SEEDS)} cells are stored "
         f"({len(cells)} runs with the sweep); each cell is mean ± std over the seeds stored (n). Test metrics x 100 "
-        "on the GLUE dev sets (MRPC: Microsoft's test file); the average is over the five task scores of each seed "
-        "that every task has.",
+        "on each task's GLUE dev set (MRPC: Microsoft's test file), of "
+        f"{', '.join(f'{test_size(rows, t):,} ({t})' for t in TASKS if any(r[t] for r in rows.values()))} "
+        "examples; the average is over the five task scores of each seed that every task has.",
         "",
         *main_table(rows, chosen, baseline),
         "",
@@ -342,9 +364,10 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *targets_table(rows, checked),
         "",
-        "Difference from the majority / chance row in points ± its standard error (** beyond twice it). That "
-        "error is the spread over seeds alone: every seed is tested on the same examples, so the test set's own "
-        f"sampling error is shared and not in it ({test_set_error(rows, baseline)}):",
+        "Difference from the majority / chance row in points ± its standard error (** beyond twice it). Every "
+        "seed is tested on the same examples, so the spread over seeds cannot show the test set's own sampling "
+        "error at chance; the error here is both together, sqrt(se_seeds^2 + se_test^2), with se_test "
+        f"{test_set_error(rows, baseline)} (MRPC's F1: the seeds' alone, its chance row being a constant answer):",
         "",
         *against_chance(rows, baseline),
         "",
