@@ -336,8 +336,9 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
     rows = table_cells(cells)
     stored = sum(len(r[t]) for r in rows.values() for t in TASKS)
     hours = sum(c["wall_s"] for c in [*cells.values(), *checked.values()]) / 3600
+    whole = stored == len(METHODS) * len(TASKS) * len(SEEDS)
     headline = [
-        f"{stored} of the table's {len(METHODS) * len(TASKS) * len(SEEDS)} cells are stored "
+        f"{'All' if whole else stored} of the table's {len(METHODS) * len(TASKS) * len(SEEDS)} cells are stored "
         f"({len(cells)} runs with the sweep); each cell is mean ± std over the seeds stored (n). Test metrics x 100 "
         "on each task's GLUE dev set (MRPC: Microsoft's test file), of "
         f"{', '.join(f'{test_size(rows, t):,} ({t})' for t in TASKS if any(r[t] for r in rows.values()))} "
@@ -352,7 +353,8 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *(["Sparse LoRA's gates at the end of each run (the exported adapter keeps only the non-zero ranks):", "",
            *sparse_table(rows["sparse_lora"]), ""] if "sparse_lora" in rows else []),
-        f"Compute so far: {hours:.1f} hours of one CPU thread for {len(cells) + len(checked)} runs "
+        f"Compute{'' if whole else ' so far'}: {hours:.1f} hours of one CPU thread for "
+        f"{len(cells) + len(checked)} runs "
         f"({60 * hours / max(1, len(cells) + len(checked)):.0f} min a run on average; {len(checked)} of them "
         "target checks), two runs at a time on a 2-core machine; "
         f"before them, {sum(c['wall_s'] for c in fp32.values()) / 3600:.1f} hours for the {len(fp32)} fp32 runs "
