@@ -150,8 +150,9 @@ def clearly_above_chance(cells: list[dict], task: str, baseline: dict) -> bool:
 
 
 def against_full(rows: dict) -> list[str]:
-    """Each method's difference from full fine-tuning in each task's score (points). Both are tested on the
-    same examples, so the test set's error mostly cancels: the seeds' is the one that counts."""
+    """Each method's difference from full fine-tuning in each task's score (points), ± the seeds' error. The
+    test set's own error of a difference needs each example's prediction (paired_bootstrap.py), which the
+    cells do not keep."""
     lines = table_head("method", *[f"{t} {SCORE[t]}" for t in TASKS])
     for method, runs in rows.items():
         if method == "full" or "full" not in rows:
@@ -346,8 +347,10 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
         "",
         *main_table(rows, chosen, baseline),
         "",
-        "Difference from full fine-tuning in points (means over seeds) ± its standard error; ** marks a difference "
-        "beyond twice its standard error:",
+        "Difference from full fine-tuning in points (means over seeds) ± the standard error of the seeds' spread; "
+        "** marks a difference beyond twice it. Both are tested on the same examples, yet the test set's own error "
+        "does not cancel where the two disagree on many of them, and the ± leaves it out (measured on RTE and "
+        "STS-B in docs/results.md, \"The test set's share of a difference\"):",
         "",
         *against_full(rows),
         "",
