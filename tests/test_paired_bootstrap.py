@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from tests.benchmarks.paired_bootstrap import paired_standard_error, predictions
+from tasks import metrics
+from tests.benchmarks.paired_bootstrap import paired_standard_error, predictions, score
 
 
 def test_the_bootstrap_error_of_an_accuracy_difference_is_its_closed_form():
@@ -33,3 +34,10 @@ def test_predictions_are_read_back_from_predict_pys_output(tmp_path):
     inputs, labels, predicted = predictions(str(path), "accuracy")
     assert labels.tolist() == [1, 1] and predicted.tolist() == [1, 0]
     assert inputs == {"sentence": ["x", "y"], "label": ["1", "1"]}
+
+
+def test_a_draw_without_one_class_is_still_scored():
+    """A resample of a three-class test set may hold no true example of a class that a run predicts."""
+    predicted, labels = torch.tensor([2, 0, 1, 0]), torch.tensor([0, 1, 0, 0])
+    expected = metrics.matthews_correlation(predicted, labels, num_classes=3)
+    assert score("matthews_correlation", predicted, labels) == expected

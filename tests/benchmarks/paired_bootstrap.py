@@ -46,7 +46,8 @@ def predictions(path: str, metric: str) -> tuple[dict, torch.Tensor, torch.Tenso
 def score(metric: str, predicted: torch.Tensor, labels: torch.Tensor) -> float:
     if metric in REGRESSION:
         return metrics.regression(metric, predicted, labels)
-    return metrics.classification(metric, predicted, labels, num_classes=int(labels.max()) + 1)
+    classes = int(max(labels.max(), predicted.max())) + 1  # a draw may lack a class; MCC ignores empty ones
+    return metrics.classification(metric, predicted, labels, num_classes=classes)
 
 
 def paired_standard_error(metric: str, labels, a, b, draws: int = 2000, seed: int = 0) -> float:
