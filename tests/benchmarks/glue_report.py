@@ -337,9 +337,10 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
     rows = table_cells(cells)
     stored = sum(len(r[t]) for r in rows.values() for t in TASKS)
     hours = sum(c["wall_s"] for c in [*cells.values(), *checked.values()]) / 3600
-    whole = stored == len(METHODS) * len(TASKS) * len(SEEDS)
+    total = len(METHODS) * len(TASKS) * len(SEEDS)
+    whole = stored == total
     headline = [
-        f"{'All' if whole else stored} of the table's {len(METHODS) * len(TASKS) * len(SEEDS)} cells are stored "
+        f"{'All' if whole else stored} of the table's {total} cells are stored "
         f"({len(cells)} runs with the sweep); each cell is mean ± std over the seeds stored (n). Test metrics x 100 "
         "on each task's GLUE dev set (MRPC: Microsoft's test file), of "
         f"{', '.join(f'{test_size(rows, t):,} ({t})' for t in TASKS if any(r[t] for r in rows.values()))} "

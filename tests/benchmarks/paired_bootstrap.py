@@ -50,7 +50,9 @@ def score(metric: str, predicted: torch.Tensor, labels: torch.Tensor) -> float:
     return metrics.classification(metric, predicted, labels, num_classes=classes)
 
 
-def paired_standard_error(metric: str, labels, a, b, draws: int = 2000, seed: int = 0) -> float:
+def paired_standard_error(
+    metric: str, labels: torch.Tensor, a: torch.Tensor, b: torch.Tensor, draws: int = 2000, seed: int = 0
+) -> float:
     """The standard deviation, over `draws` resamples of the examples, of score(a) - score(b)."""
     generator = torch.Generator().manual_seed(seed)
     n = len(labels)
