@@ -12,7 +12,7 @@ import minibert
 import quant
 from methods.lora import LoRALinear
 from minibert.model import Bert
-from quant.nf4 import DOUBLE_QUANT_BLOCKSIZE, NF4Tensors
+from quant.nf4 import DOUBLE_QUANT_BLOCKSIZE, NF4_CODE, NF4Tensors, nf4_levels, nf4_levels_fast
 from tests.test_parity import BERT_BASE_UNCASED, DISTILBERT_BASE_UNCASED, batch
 
 
@@ -55,6 +55,17 @@ def test_nf4_bytes_and_dequantisation_equal_bitsandbytes(shape, blocksize):
                                                 quant_type="nf4")  # fmt: skip
     assert torch.equal(flat_packed.reshape(-1), packed.reshape(-1))
     assert torch.equal(ours.dequantize(), bnb.dequantize_4bit(flat_packed, flat_state).reshape(shape))
+
+
+@pytest.mark.parametrize("numel", [1, 2, 7, 4096])
+def test_the_fast_gather_equals_the_plain_one(numel):
+    """nf4_levels_fast (one gather per byte) is an optimisation of nf4_levels (one per weight), bit for bit."""
+    packed = torch.randint(
+        0, 256, ((numel + 1) // 2,), generator=torch.Generator().manual_seed(numel), dtype=torch.uint8
+    )
+    plain = nf4_levels(packed, numel)
+    assert plain.shape == (numel,) and torch.equal(nf4_levels_fast(packed, numel), plain)
+    assert plain[0] == NF4_CODE[int(packed[0]) >> 4]  # the first weight is the first byte's high nibble
 
 
 def test_midpoints_go_to_the_lower_level():
