@@ -3,8 +3,9 @@
     h = W0 x + b + update(dropout(x))
 
 LoRA, Sparse LoRA and HiRA differ only in `update` (and in the equivalent dense matrix `delta_weight`,
-the ΔW with update(x) = ΔW x). So this base class holds the frozen layer, the adapter dropout, and
-merging, which is the same for all of them:
+the ΔW with update(x) = ΔW x). DoRA, whose update rescales W0 x as well, replaces `forward` too
+(methods/dora.py). This base class holds what is the same for all of them: the frozen layer, the adapter
+dropout, and merging:
 
     merge():   W <- W0 + ΔW     the adapter is folded in; inference costs exactly the base model
     unmerge(): W <- W0          the saved W0 is put back, bit for bit

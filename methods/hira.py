@@ -12,13 +12,9 @@ no alpha/r scaling: W0 already sets the update's scale. As in PEFT's HiRA tuner,
 Kaiming-uniform and B at zero, so ΔW = 0 at step 0.
 
 The price: W0 ⊙ BA is a dense (out x in) matrix that must be formed in every forward pass (LoRA's
-B A x never is). Merging is W <- W0 ⊙ (1 + B A).
-
-Learning rate. The same step on B and A moves LoRA's ΔW_ij by (alpha/r) = 2 times it, HiRA's by |W0_ij|
-times it, and a pre-trained BERT's weights are ~0.04 in size: at LoRA's learning rate HiRA's update is
-~50x smaller, and barely learns. So HiRA has its own DEFAULT_LR, 10x LoRA's (train.py uses it when --lr
-is not given): the cautious one of the steps that learn, for long runs (the measurements are in
-docs/results.md).
+B A x never is). Merging is W <- W0 ⊙ (1 + B A). W0's entries are small (~0.04 in a pre-trained BERT),
+so the same step moves HiRA's update far less than LoRA's, hence its own DEFAULT_LR (why, and how it
+was chosen: docs/training.md, "Learning rates").
 """
 
 import math
@@ -28,7 +24,7 @@ import torch.nn.functional as F
 
 from methods.base import AdapterError, AdapterLinear
 
-DEFAULT_LR = 3e-3  # peak AdamW learning rate for HiRA when none is given (LoRA's 3e-4 barely moves it)
+DEFAULT_LR = 3e-3  # peak AdamW learning rate for HiRA when none is given: 10x LoRA's (see the module doc)
 
 
 class HiRALinear(AdapterLinear):
