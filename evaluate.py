@@ -45,8 +45,8 @@ import minibert
 import quant
 import tasks
 from minibert.files import WriteError, folder_problem, write_atomically, write_text
-from train import USER_ERRORS
 from training.device import PRECISION_HELP, PRECISIONS, autocast, choose_device, choose_precision, peak_memory
+from training.exits import USER_ERRORS
 from training.flags import non_negative_int, positive_int
 from training.groups import group_seeds
 from training.runs import RunError, load_run_model, read_run

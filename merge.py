@@ -27,7 +27,7 @@ import tasks
 from methods.qlora import dequantize_linears
 from minibert.files import WriteError, write_directory_atomically, write_file
 from minibert.save import save_model_directory
-from train import USER_ERRORS
+from training.exits import USER_ERRORS
 from training.runs import RunError, load_run_model, read_run
 
 

@@ -44,8 +44,8 @@ import data
 import minibert
 import tasks
 from minibert.files import WriteError, write_text
-from train import USER_ERRORS
 from training.device import PRECISION_HELP, PRECISIONS, autocast, choose_device, choose_precision
+from training.exits import USER_ERRORS
 from training.flags import positive_int
 from training.progress import Progress
 from training.runs import RunError, load_run_model, read_run

@@ -1,4 +1,5 @@
-"""Sparse LoRA's gates: which ranks each layer kept (SoRA, Ding et al., EMNLP 2023, §3, Eqs. 4-5).
+"""Sparse LoRA's gates: which ranks each layer kept (SoRA, Ding et al., EMNLP 2023, §3:
+the gated forward and its proximal step).
 
 A Sparse LoRA run learns a gate per rank, g in R^r per module, and the proximal step sets a gate exactly
 to zero when its rank is not worth λ. What survives is the rank the task asked for, per module:

@@ -7,10 +7,12 @@
     model = methods.load_adapter(base_model, out_dir) # method and hyper-parameters come from the config
     methods.merge(model); methods.unmerge(model)      # fold the adapters into W0, and back exactly
     methods.merge_and_unload(model)                   # fold them in for good: the plain base architecture
+    hooks = methods.training_hooks("lora", warmup_steps=100)  # what the method adds to train.py's loop
 
 Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py, dora.py, qlora.py
 (a 4-bit base under LoRA or DoRA), full.py (full fine-tuning, the reference: no adapter), inject.py
-(choosing and replacing target modules), peft_format.py (adapter files).
+(choosing and replacing target modules), hooks.py (what a method adds to the training loop); and, for
+the product rather than the lesson, peft_format.py (adapter files PEFT reads).
 """
 
 from methods.base import AdapterError
@@ -22,6 +24,7 @@ from methods.inject import (
     count_parameters,
     merge,
     merge_and_unload,
+    training_hooks,
     unmerge,
 )
 from methods.peft_format import load_adapter, save_adapter
@@ -40,6 +43,7 @@ __all__ = [
     "merge_and_unload",
     "proximal_step",
     "save_adapter",
+    "training_hooks",
     "unmerge",
     "zero_gate_share",
 ]

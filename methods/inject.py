@@ -23,9 +23,10 @@ from methods.base import AdapterError, AdapterLinear, replace_module
 from methods.dora import DoRALinear
 from methods.full import train_everything
 from methods.hira import HiRALinear
+from methods.hooks import TrainingHooks
 from methods.lora import LoRALinear
 from methods.qlora import quantize_linears
-from methods.sora import SoRALinear
+from methods.sora import SoRAHooks, SoRALinear
 from minibert.classifier import trained_head
 from minibert.model import Encoder
 from minibert.weights import module_names
@@ -106,6 +107,11 @@ def apply(
     saved = hf_module_names(model, head)
     model.adapter_config = AdapterConfig(method, r, alpha, dropout, targets, dict(options), saved)
     return model
+
+
+def training_hooks(method: str, warmup_steps: int) -> TrainingHooks:
+    """What `method` adds to the training loop (methods/hooks.py): Sparse LoRA its gates, the others nothing."""
+    return SoRAHooks(warmup_steps) if method == "sparse_lora" else TrainingHooks()
 
 
 def train_head(model: nn.Module, head: list[str]) -> None:

@@ -1,14 +1,14 @@
 """Sparse LoRA (SoRA): LoRA whose rank is learned, by gates that become exactly zero.
 
 Ding, Lv, Wang, Chen, Li, Liu, Sun, "Sparse Low-rank Adaptation of Pre-trained Language Models",
-EMNLP 2023, Section 3. LoRA with a gate vector g (r entries) between A and B:
+EMNLP 2023, Section 3. LoRA with a gate vector g (r entries) between A and B, the gated forward:
 
-    h = W0 x + b + (alpha / r) * B diag(g) A dropout(x)                     (Eq. 5, with LoRA's scaling)
+    h = W0 x + b + (alpha / r) * B diag(g) A dropout(x)              (the gated forward, with LoRA's scaling)
 
-and an L1 penalty λ ||g||_1 on the gates, optimised by a proximal gradient step (Eq. 6-7): after each
-optimizer step, every gate is soft-thresholded,
+and an L1 penalty λ ||g||_1 on the gates, optimised by a proximal gradient step: after each optimizer
+step, every gate is soft-thresholded,
 
-    g <- sign(g) * max(|g| - ξ, 0),    ξ = η_t λ                            (Eq. 7)
+    g <- sign(g) * max(|g| - ξ, 0),    ξ = η_t λ                     (the proximal step, soft threshold T_ξ)
 
 with η_t that step's size. A gate that crosses zero is set to *exactly* 0, and the rank-1 component
 B[:, i] A[i, :] it multiplies drops out of ΔW; nnz(g) is the module's effective rank. At export the zero
@@ -39,12 +39,13 @@ docs/sparse_lora.md):
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 
 from methods.base import AdapterError
+from methods.hooks import TrainingHooks
 from methods.lora import LoRALinear
 
 DEFAULT_SPARSE_LAMBDA = 3e-4  # λ, in loss per unit of gate: the λ study on MiniLM (docs/sparse_lora.md)
@@ -109,18 +110,6 @@ class SoRALinear(LoRALinear):
 
 def sora_layers(model: nn.Module) -> dict[str, SoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SoRALinear)}
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups for the trainable parameters: the adapters (and a task head) with weight
-    decay; SoRA's gates without it (the L1 penalty is theirs) and with "lr_scale" = GATE_LR_SCALE. The
-    training loop sets each group's lr to the schedule's lr times its "lr_scale"."""
-    params = [(name.split(".")[-1], p) for name, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if n != "gate"], "weight_decay": weight_decay, "lr_scale": 1.0},
-        {"params": [p for n, p in params if n == "gate"], "weight_decay": 0.0, "lr_scale": GATE_LR_SCALE},
-    ]
-    return [group for group in groups if group["params"]]
 
 
 def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -189,3 +178,46 @@ def zero_gate_share(model: nn.Module) -> float:
     """The share of all the model's gates that are exactly zero."""
     layers = sora_layers(model).values()
     return 1.0 - sum(layer.rank() for layer in layers) / max(1, sum(layer.r for layer in layers))
+
+
+class SoRAHooks(TrainingHooks):
+    """Sparse LoRA in the training loop (methods/hooks.py): the gates in an AdamW group of their own, the
+    proximal step after every optimizer step once the gates are judged, and their ranks in the log."""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = warmup_steps  # no gate is judged during the warm-up (see PruningStart)
+        self.start = PruningStart()  # when judging starts: once the training loss has fallen
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        """The adapters (and a task head) with weight decay; the gates without it (the L1 penalty is theirs)
+        and GATE_LR_SCALE times faster."""
+        params = [(name.split(".")[-1], p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n != "gate"], "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": [p for n, p in params if n == "gate"], "weight_decay": 0.0, "lr_scale": GATE_LR_SCALE},
+        ]
+        return [group for group in groups if group["params"]]
+
+    def after_step(self, model, optimizer, step, loss):
+        if not self.start.update(loss, warmed_up=step >= self.warmup_steps):
+            return None
+        proximal_step(model, optimizer)  # g <- sign(g) max(|g| - lr_g λ / sqrt(v̂), 0)
+        if self.start.started_at == step:
+            return f"step {step}: the training loss has fallen; Sparse LoRA starts judging its gates"
+        return None
+
+    def log(self, model):
+        return {"ranks": [row["rank"] for row in gate_report(model)]}  # the gates over training, per module
+
+    def report(self, model):
+        return {
+            "sparse_lora_gates": gate_report(model),  # effective rank per module
+            "zero_gate_share": zero_gate_share(model),
+            "pruning_started_at": self.start.started_at,  # None: the training loss never fell
+        }
+
+    def state_dict(self):
+        return {"pruning": asdict(self.start)}
+
+    def load_state_dict(self, state):
+        self.start = PruningStart(**state["pruning"]) if "pruning" in state else PruningStart()

@@ -16,11 +16,17 @@ import merge
 import methods
 import predict
 import tasks
-import train
 from tests.test_loading import ROOT
+from training import cli
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "predict.py": predict, "merge.py": merge, "analyze.py": analyze}
+SCRIPTS = {
+    "train.py": cli,  # train.py reads its command line with training/cli.py
+    "evaluate.py": evaluate,
+    "predict.py": predict,
+    "merge.py": merge,
+    "analyze.py": analyze,
+}
 
 
 def fenced_lines(page: Path) -> list[str]:
@@ -63,7 +69,11 @@ def test_every_command_in_the_docs_parses(page, script, argv):
 def known_flags() -> set[str]:
     """Every flag of the four scripts and of the benchmarks (read off their add_argument calls)."""
     flags = set()
-    for path in [*(ROOT / name for name in SCRIPTS), *sorted((ROOT / "tests" / "benchmarks").glob("*.py"))]:
+    for path in [
+        *(ROOT / name for name in SCRIPTS),
+        ROOT / "training" / "cli.py",
+        *sorted((ROOT / "tests" / "benchmarks").glob("*.py")),
+    ]:
         flags |= set(re.findall(r"""add_argument\(\s*["'](--[a-z0-9-]+)""", path.read_text(encoding="utf-8")))
     return flags
 
@@ -80,12 +90,12 @@ def test_every_flag_the_docs_name_exists():
 def effective_default(name: str, method: str = "lora"):
     """What train.py uses when a flag is left out: argparse's default, a method flag's, or the method's lr."""
     if name == "lr":
-        return train.METHOD_LR.get(method, train.DEFAULT_LR)
+        return cli.METHOD_LR.get(method, cli.DEFAULT_LR)
     if name == "max_seq_len":
         return tasks.get("wikitext2").default_max_seq_len  # every task's but IMDB's (512)
-    if name in train.METHOD_FLAGS:
-        return train.METHOD_FLAGS[name][0]
-    return train.parse_args(["--method", method]).__dict__[name]
+    if name in cli.METHOD_FLAGS:
+        return cli.METHOD_FLAGS[name][0]
+    return cli.parse_args(["--method", method]).__dict__[name]
 
 
 def defaults_table() -> list[tuple[str, str, str]]:
@@ -103,14 +113,14 @@ def test_the_defaults_table_is_the_codes():
         actual = effective_default(name, method or "lora")
         assert str(actual) == value or (isinstance(actual, float) and float(value) == actual), (flag, method, value)
     for method in methods.METHODS:  # every method's learning rate is in the table
-        assert any(flag == "--lr" and (m == method or (not m and method not in train.METHOD_LR))
+        assert any(flag == "--lr" and (m == method or (not m and method not in cli.METHOD_LR))
                    for flag, m, _ in rows), method  # fmt: skip
 
 
 def test_every_help_default_is_the_codes():
     """A flag whose help says "(default X)" uses X."""
     parser_help = {}
-    for action in train.build_parser()._actions:
+    for action in cli.build_parser()._actions:
         if action.help and action.option_strings:
             parser_help[action.dest] = action.help
     for name, text in parser_help.items():

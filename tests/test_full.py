@@ -35,7 +35,7 @@ CLASSES = {
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("head", ["classification", "mlm"])
 def test_first_steps_equal_transformers(arch, head, tmp_path):
-    """Three steps of train.py's optimisation (AdamW over methods.sora.param_groups, its learning-rate
+    """Three steps of train.py's optimisation (AdamW over the method's param_groups, its learning-rate
     schedule, clipping at 1.0) on ours and on transformers' model from the same file: the same losses."""
     directory = save_hf(hf_model(arch, CLASSES[(arch, head)], seed=3), tmp_path)
     num_labels = {"num_labels": 2} if head == "classification" else {}
@@ -44,7 +44,7 @@ def test_first_steps_equal_transformers(arch, head, tmp_path):
     assert methods.count_parameters(ours) == (theirs.num_parameters(), theirs.num_parameters())
     models = {"ours": ours, "theirs": theirs}
     optimizers = {
-        "ours": torch.optim.AdamW(methods.sora.param_groups(ours, 0.01), lr=1e-3, fused=True),  # as train.py does
+        "ours": torch.optim.AdamW(methods.training_hooks("full", 0).param_groups(ours, 0.01), lr=1e-3, fused=True),
         "theirs": torch.optim.AdamW(theirs.parameters(), lr=1e-3, weight_decay=0.01),
     }
     losses = {"ours": [], "theirs": []}

@@ -294,7 +294,7 @@ def test_sora_large_lambda_zeroes_every_gate_and_returns_the_base_model(dirs, tm
 
 def test_param_groups_train_the_gates_faster_and_without_weight_decay(dirs):
     model = sora_model(dirs["bert"], sparse_lambda=1e-3)
-    adapters, gates = methods.sora.param_groups(model, weight_decay=0.01)
+    adapters, gates = methods.training_hooks("sparse_lora", warmup_steps=0).param_groups(model, weight_decay=0.01)
     gate_ids = {id(m.gate) for m in model.modules() if isinstance(m, SoRALinear)}
     assert {id(p) for p in gates["params"]} == gate_ids and len(gate_ids) == 4
     assert gates["lr_scale"] == methods.sora.GATE_LR_SCALE == 10 and gates["weight_decay"] == 0.0
@@ -315,8 +315,8 @@ def test_soft_threshold_is_exact():
 
 def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20, seed=0, onset=0, hidden=False):
     """SoRA on one linear layer whose target update has rank k < r: y = (W0 + ΔW*) x + noise, mean squared
-    error, AdamW with warm-up and linear decay, and SoRA's proximal step once `PruningStart` says so (as
-    train.py does). Two ways for the signal to come late:
+    error, AdamW with warm-up and linear decay, and SoRA's hooks after every step (the proximal step once
+    `PruningStart` says so), as train.py does. Two ways for the signal to come late:
       onset > 0    the target update is zero before step `onset` (y = W0 x + noise);
       hidden       every row of A starts orthogonal to ΔW*'s input directions, so B's gradient is zero in
                    expectation and the adapter sits on a plateau until noise turns A (a saddle, as at B = 0).
@@ -334,8 +334,8 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
     if hidden:
         with torch.no_grad():
             layer.lora_A -= (layer.lora_A @ v) @ v.T  # (r, d): A v = 0
-    optimizer = torch.optim.AdamW(methods.sora.param_groups(layer, weight_decay=0.01), lr=lr)  # as train.py
-    start = methods.sora.PruningStart()
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=warmup)
+    optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)  # as train.py
     for step in range(steps):
         step_lr = lr * ((step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup))
         for group in optimizer.param_groups:
@@ -347,8 +347,7 @@ def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if start.update(loss.item(), warmed_up=step >= warmup):
-            methods.proximal_step(layer, optimizer)
+        hooks.after_step(layer, optimizer, step, loss.item())
     with torch.no_grad():
         x = torch.randn(4096, d, generator=g)
         excess = ((layer(x) - x @ (w0 + target).T) ** 2).mean().item()
@@ -425,14 +424,28 @@ def test_pruning_starts_once_the_loss_falls_by_more_than_its_noise():
 
 
 def test_the_pruning_start_survives_a_checkpoint():
-    from training.report import RunState
-
-    state = RunState(step=7)
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=0)
     for loss in (0.7, 0.6, 0.5, 0.4):
-        state.pruning.update(loss, warmed_up=True)
-    saved = json.loads(json.dumps(state.saved()))  # as state.json stores it
-    assert RunState.restored(saved, best_state={}).pruning == state.pruning
-    assert RunState.restored({k: v for k, v in saved.items() if k != "pruning"}, {}).pruning.steps == 0  # older
+        hooks.start.update(loss, warmed_up=True)
+    saved = json.loads(json.dumps(hooks.state_dict()))  # as state.json stores it
+    resumed = methods.training_hooks("sparse_lora", warmup_steps=0)
+    resumed.load_state_dict(saved)
+    assert resumed.start == hooks.start and resumed.start.steps == 4
+    older = methods.training_hooks("sparse_lora", warmup_steps=0)
+    older.load_state_dict({"step": 7})  # a checkpoint from before the start was recorded
+    assert older.start.steps == 0
+
+
+def test_the_loop_calls_every_method_through_the_same_hooks(dirs):
+    """The plain methods add nothing to the loop: one AdamW group with weight decay, no step of their own."""
+    model = methods.apply(minibert.from_pretrained(dirs["bert"]), "lora")
+    hooks = methods.training_hooks("lora", warmup_steps=0)
+    (group,) = hooks.param_groups(model, weight_decay=0.01)
+    assert group["lr_scale"] == 1.0 and group["weight_decay"] == 0.01
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(group["params"])
+    assert hooks.after_step(model, optimizer, 0, 0.5) is None
+    assert hooks.log(model) == hooks.report(model) == hooks.state_dict() == {}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

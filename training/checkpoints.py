@@ -28,9 +28,21 @@ from minibert.files import write_directory_atomically, write_file, write_text
 
 FILES = ("state.safetensors", "state.json")  # what the manifest vouches for
 
+# What a checkpoint must have been made with for --resume to continue it: everything that changes what its
+# weights mean or how they go on learning. Only the length of the run and its cadence may change (--epochs,
+# --max-steps, --eval-every, --save-every, --log-every, --keep-checkpoints) and where it runs (--device).
+RESUME_IDENTITY = ("data_files", "method", "model", "r", "alpha", "dropout", "target_modules", "sparse_lambda",
+                   "blocksize", "no_double_quant", "max_seq_len", "batch_size", "seed", "lr", "warmup_steps",
+                   "weight_decay")  # fmt: skip
+
 
 class ResumeError(Exception):
     """--resume cannot continue this run; the message says why and what to do."""
+
+
+def run_identity(args, task, world: int) -> dict:
+    """What this run is, for --resume to compare with a checkpoint's (RESUME_IDENTITY, the task, the processes)."""
+    return {"task": task.name, "world_size": world, **{key: getattr(args, key) for key in RESUME_IDENTITY}}
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:
@@ -97,7 +109,7 @@ def latest_intact(out_dir: Path) -> Path | None:
 
 def load_checkpoint(out_dir: Path, model, optimizer, expected: dict, say) -> tuple[dict, dict]:
     """Restore the newest intact checkpoint into model and optimizer; returns (its state.json, the best
-    adapter so far). `expected`: the run identity (method, model, alpha, seed, ...: train.RESUME_IDENTITY),
+    adapter so far). `expected`: the run identity (method, model, alpha, seed, ...: RESUME_IDENTITY),
     which must equal the checkpoint's; every key that differs is named. `say(line)` reports each damaged
     checkpoint passed over."""
     found = checkpoint_dirs(out_dir)

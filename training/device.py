@@ -12,6 +12,7 @@ a name torch does not know, is one line naming the devices there are.
 """
 
 import resource
+import time
 
 import torch
 
@@ -60,6 +61,13 @@ def choose_precision(flag: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str):
     """bf16 autocast when precision is "bf16" (matmuls in bf16, fp32 weights); a no-op context for "fp32"."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def elapsed(start: float, device: torch.device) -> float:
+    """Seconds since `start` (time.perf_counter()), once the GPU has finished the work queued on it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def peak_memory(device) -> dict:

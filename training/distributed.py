@@ -36,6 +36,53 @@ def all_reduce_sum(value: torch.Tensor, world: int) -> torch.Tensor:
     return value
 
 
+class Objective(torch.nn.Module):
+    """The task's training loss as a module's forward, so that DistributedDataParallel (which hooks forward
+    to average the gradients) can wrap it."""
+
+    def __init__(self, model, task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch):
+        return self.task.loss(self.model, batch)
+
+
+def wrap_objective(objective: Objective, compile: bool, world: int, device):
+    """torch.compile (--compile) and DistributedDataParallel (torchrun) around the objective; TF32 on CUDA."""
+    if compile:
+        objective = torch.compile(objective)
+    if world > 1:
+        device_ids = [device] if device.type == "cuda" else None
+        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return objective
+
+
+def share_of_batch(batch: dict, task, batch_size: int, rank: int, world: int, device) -> tuple[dict, torch.Tensor]:
+    """This process's rows of the global batch, on its device, and the factor n_local * W / n_global that
+    turns its mean loss into its share of the mean over the whole global batch (see the module doc)."""
+    mine = slice(rank * batch_size, (rank + 1) * batch_size)  # this process's share
+    local = {key: value[mine].to(device) for key, value in batch.items()}
+    n_local = task.count(local).float().to(device)  # masked tokens or examples in this share
+    n_global = all_reduce_sum(n_local.clone(), world)
+    return local, n_local * world / n_global.clamp(min=1)  # mean over the global batch, whatever the split
+
+
+def global_loss(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, world: int) -> float:
+    """The step's loss, the mean over the processes; a FloatingPointError if it or the gradient is not finite."""
+    mean = all_reduce_sum(loss.detach().float(), world) / world
+    if not (torch.isfinite(mean) and torch.isfinite(grad_norm)):
+        raise FloatingPointError(f"step {step}: the loss is {mean.item()} (gradient norm {grad_norm})")
+    return mean.item()
+
+
+def any_process(flag: bool, world: int) -> bool:
+    """Whether `flag` is true on any process (a sum over them): a decision only the main process can take."""
+    return all_reduce_sum(torch.tensor(float(flag)), world).item() > 0
+
+
 def check_replicas_agree(model, world: int) -> None:
     """Data parallelism is only right if every process ends with the same adapter: compare them all."""
     mine = torch.cat([p.detach().float().reshape(-1) for p in model.parameters() if p.requires_grad])

@@ -36,6 +36,23 @@ class FolderError(Exception):
     """The folder cannot be used: a file, not writable, or in use by another training (named)."""
 
 
+def output_dir(args, task) -> Path:
+    """--output-dir, or by default runs/<method>-<task>-<model>[-seed<N>] (written back into args)."""
+    model_name = args.model.rstrip("/").split("/")[-1]
+    seed = f"-seed{args.seed}" if args.seed else ""  # two seeds never share a directory
+    out_dir = Path(args.output_dir or f"runs/{args.method}-{task.name}-{model_name}{seed}")
+    args.output_dir = str(out_dir)
+    return out_dir
+
+
+def refuse_a_run_there(out_dir: Path, resume: bool) -> None:
+    """Without --resume, a folder that holds a run (finished, or with checkpoints) is never written over."""
+    if not resume and ((out_dir / "metrics.json").exists() or (out_dir / "checkpoints").exists()):
+        raise FolderError(
+            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --output-dir"
+        )
+
+
 class RunFolder:
     """`with RunFolder(out_dir):` creates the folder if need be and holds its lock until the block ends;
     on the way out it removes the lock, and the folder too if this run made it and wrote nothing in it."""

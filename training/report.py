@@ -26,19 +26,38 @@ class RunState:
     eval_time: float = 0.0  # seconds spent validating and testing
     samples_seen: int = 0  # training examples (or blocks) so far
     tokens_seen: int = 0  # training tokens so far (padding not counted)
-    pruning: methods.sora.PruningStart = field(default_factory=methods.sora.PruningStart)  # Sparse LoRA's start
 
     @classmethod
     def restored(cls, saved: dict, best_state: dict) -> "RunState":
         """The state a checkpoint's state.json holds; a field an older checkpoint lacks keeps its default."""
         fields = {key: saved[key] for key in cls().saved() if key in saved}
-        if "pruning" in fields:
-            fields["pruning"] = methods.sora.PruningStart(**fields["pruning"])
         return cls(**fields, best_state=best_state)
+
+    def took(self, seconds: float, samples: int, tokens: int) -> None:
+        """One training step done: its time, and the examples (or blocks) and tokens it saw."""
+        self.train_time += seconds
+        self.samples_seen += samples
+        self.tokens_seen += tokens
+
+    def validated(self, result: dict, task, counts: bool) -> bool:
+        """Record a validation result; whether it beats the best so far on the metric that picks the
+        checkpoint. `counts`: whether a validation that does not beat it counts against --patience."""
+        improved = improves(result, self.best, task)
+        self.last_validated = self.step
+        self.stale_validations = 0 if improved else self.stale_validations + counts
+        if improved:
+            self.best = {"step": self.step, **result}
+        return improved
 
     def saved(self) -> dict:
         """Everything but the best adapter's tensors (the checkpoint stores those as tensors): JSON."""
         return {key: value for key, value in asdict(self).items() if key != "best_state"}
+
+
+def improves(result: dict, best: dict, task) -> bool:
+    """Whether a validation result beats the best so far on the metric that picks the checkpoint."""
+    old, new = best.get(task.selection), result[task.selection]
+    return old is None or (new > old if task.higher_is_better else new < old)
 
 
 def exported_adapter(out_dir: Path) -> dict:
@@ -93,8 +112,4 @@ def final_metrics(args, task, model, state: RunState, test_results: dict, device
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    if args.method == "sparse_lora":
-        metrics["sparse_lora_gates"] = methods.gate_report(model)  # effective rank per module
-        metrics["zero_gate_share"] = methods.zero_gate_share(model)
-        metrics["pruning_started_at"] = state.pruning.started_at  # None: the training loss never fell
     return metrics | exported_adapter(Path(args.output_dir))

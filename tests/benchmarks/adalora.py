@@ -44,6 +44,8 @@ import data
 import minibert
 import train
 from minibert.files import write_text
+from training import cli
+from training.report import improves
 
 CPU = torch.device("cpu")  # this benchmark runs where our CPU runs do
 
@@ -77,12 +79,12 @@ def say(line: str) -> None:
 
 def run(budget: int, args) -> dict:
     torch.manual_seed(args.seed)
-    train.method_flags(args, say)  # LoRA's defaults for --r, --alpha, --dropout when left out
-    task = train.build_task(args, say)
+    cli.method_flags(args, say)  # LoRA's defaults for --r, --alpha, --dropout when left out
+    task = cli.build_task(args, say)
     args.max_seq_len = args.max_seq_len or task.default_max_seq_len
     cache_dir = Path(args.cache_dir) if args.cache_dir else data.default_cache_dir()
     task.load_data(minibert.load_tokenizer(args.model), args.data_dir, cache_dir, args.max_seq_len)
-    args.lr = args.lr or train.DEFAULT_LR
+    args.lr = args.lr or cli.DEFAULT_LR
     steps_per_epoch = task.batches_per_epoch(args.batch_size)
     total = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
     tinit = min(args.warmup_steps, total // 3)  # nothing cut in the warm-up (a very short run: its first third)
@@ -123,7 +125,7 @@ def run(budget: int, args) -> dict:
         if (args.eval_every and (step + 1) % args.eval_every == 0) or step + 1 == total:
             result = task.evaluate(scored, "validation", args.eval_batch_size, CPU, "fp32")
             at_budget = step + 1 > total - tfinal  # only a state within the budget can be the one scored
-            if at_budget and train.improves(result, best or {}, task):
+            if at_budget and improves(result, best or {}, task):
                 best = {"step": step + 1, **result}
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
             say(f"AdaLoRA step {step + 1}: validation {task.describe(result)}")
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, required=True, help="total rank left at the end, over all modules")
     ours, rest = p.parse_known_args(argv)
     # AdaLoRA is LoRA in SVD form: train.py's LoRA flags (--r, --alpha, --dropout, ...) mean the same here
-    args = train.parse_args(["--method", "lora", *rest])
+    args = cli.parse_args(["--method", "lora", *rest])
     metrics = run(ours.budget, args)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
