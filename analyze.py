@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from analysis import updates
 from analysis.amplification import amplification
 from analysis.gates import gate_grid
 from analysis.magnitude import magnitude_direction, slope_and_correlation
@@ -38,7 +37,8 @@ from analysis.quant_error import CODES, relative_error
 from analysis.spectrum import singular_values, spectrum_stats
 from analysis.subspace import subspace_similarity
 from minibert.files import WriteError, folder_problem, write_atomically, write_text
-from train import USER_ERRORS
+from training import learned
+from training.exits import USER_ERRORS
 from training.runs import RunError
 
 
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def label(run: updates.Run) -> str:
+def label(run: learned.Run) -> str:
     h = run.metrics["hyperparameters"]
     rank = f" r={h['r']}" if h.get("r") else ""
     return f"{run.method}{rank} seed {h['seed']} ({run.path.name})"
@@ -92,7 +92,7 @@ def subspace_section(runs, plt, out: Path) -> list[str]:
     lines = ["## Subspace similarity", "", "![subspace](subspace.png)", "",
              "| runs | module | φ(1, 1) | φ over the top min(r1, r2) directions | the same, of their initial A's | "
              "random subspaces of that size |", "|---|---|---|---|---|---|"]  # fmt: skip
-    initial = {id(run): updates.initial_a(run) for pair in pairs for run in pair}
+    initial = {id(run): learned.initial_a(run) for pair in pairs for run in pair}
     fig, axes = plt.subplots(len(pairs), 2, figsize=(9, 3.6 * len(pairs)), squeeze=False)
     for row, (a, b) in enumerate(pairs):
         common = [name for name in a.layers if name in b.layers]
@@ -130,7 +130,7 @@ def magnitude_section(runs, plt, out: Path) -> list[str]:
     followed = []
     for run in runs:
         try:
-            followed.append((run, updates.along_the_run(run.path)))
+            followed.append((run, learned.along_the_run(run.path)))
         except RunError:
             continue  # no checkpoints: this run cannot be followed
     if not followed:
@@ -194,7 +194,7 @@ def gates_section(runs, plt, out: Path) -> list[str]:
 
 def quant_section(base_model: str, plt, out: Path) -> list[str]:
     """The three 4-bit codes' error on every encoder linear weight of the base model, per layer."""
-    encoder = updates.base_encoder(base_model)
+    encoder = learned.base_encoder(base_model)
     per_layer = {name: [] for name in CODES}
     for block in encoder.layers:
         weights = [m.weight for m in block.modules() if isinstance(m, torch.nn.Linear)]
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.output_dir)
     try:
-        runs = [updates.load(path) for path in args.runs]
+        runs = [learned.load(path) for path in args.runs]
         bases = {run.base_model for run in runs}
         if len(bases) > 1:
             raise RunError(f"the runs are on different base models ({', '.join(sorted(bases))}); analyse the runs "

@@ -1,6 +1,6 @@
-"""analysis: what each method learned, measured as its paper measures it (analyze.py draws them).
+"""analysis: what each method learned, measured as its paper measures it (analyze.py draws them). Each file
+takes matrices, W0 and ΔW of a layer; training/learned.py reads them out of a finished run.
 
-updates.py      a run as matrices: W0 and ΔW of every adapted layer, and the weights along the run
 spectrum.py     the singular values of ΔW: rank, effective rank, stable rank (LoRA §7, HiRA §3)
 subspace.py     how much two updates' top directions overlap, φ(A1, A2, i, j) (LoRA §7.2, Figs. 3-4)
 amplification.py  which directions of W the update amplifies, ||U^T W V^T||_F (LoRA §7.3, Table 7)

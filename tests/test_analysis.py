@@ -9,7 +9,6 @@ import torch
 
 import analyze
 import train
-from analysis import updates
 from analysis.amplification import amplification, top_directions
 from analysis.gates import gate_grid
 from analysis.magnitude import magnitude_direction, slope_and_correlation
@@ -18,6 +17,7 @@ from analysis.spectrum import spectrum_stats
 from analysis.subspace import subspace_similarity
 from quant.nf4 import quantize_nf4
 from tests.test_train import fails_cleanly, train_args
+from training import learned
 
 
 def orthonormal(n: int, k: int, seed: int) -> torch.Tensor:
@@ -162,7 +162,7 @@ def test_the_initial_a_is_rebuilt_exactly(tiny_model_dir, corpus, tmp_path):
         out = tmp_path / method
         flags = ["--method", method, "--max-steps", "1", "--lr", "1e-12", "--eval-every", "0", "--seed", "3"]
         assert train.main(train_args(tiny_model_dir, corpus, out, *flags)) == 0
-        run = updates.load(out)
-        initial = updates.initial_a(run)
+        run = learned.load(out)
+        initial = learned.initial_a(run)
         assert set(initial) == set(run.layers)
         assert all(torch.equal(run.layers[name].a, a) for name, a in initial.items())

@@ -2,7 +2,7 @@
 each analysis can ask the papers' questions of it.
 
   LoRA, QLoRA    ΔW = (alpha/r) B A                            (Hu et al. 2022, Eq. 3)
-  Sparse LoRA    ΔW = (alpha/r) B diag(g) A, saved pruned as a plain LoRA (Ding et al. 2023, Eq. 4)
+  Sparse LoRA    ΔW = (alpha/r) B diag(g) A, saved pruned as a plain LoRA (Ding et al. 2023, §3)
   HiRA           ΔW = W0 ⊙ (B A)                               (Huang et al. 2025, Eq. 4)
   DoRA           ΔW = m ⊙ (W0 + s B A) / ||W0 + s B A||_c - W0  (Liu et al. 2024, Eq. 5)
   full           ΔW = W - W0 of the same layers the adapters target (query and value by default)
