@@ -118,6 +118,9 @@ def labelled_split(table: Table, files: DataFiles, label_names: tuple[str, ...] 
         if name == column:
             raise DataError(f"{table.path}: {flag} {name!r} is also the label column; the model would read its own "
                             "answer. Name the text with --text-column and the label with --label-column")  # fmt: skip
+    if pair is not None and pair == text:
+        raise DataError(f"{table.path}: --text-pair-column {pair!r} is also the text column; a pair needs two "
+                        "columns. Name the second with --text-pair-column, or leave it out for one text")  # fmt: skip
     values = L.present_labels(table, column)
     if label_names is None:
         labels = L.scores(table, column, values)

@@ -112,6 +112,14 @@ def test_a_text_column_that_is_the_label_is_refused(run, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # item 20: a failed run leaves no empty folder
 
 
+def test_a_pair_column_that_is_the_text_column_is_refused(run, tmp_path, capsys):
+    """(text, text) is no pair: refused in one line, as a text column that is the label is."""
+    fails_cleanly(capsys, train.main, T(run["model"], run["table"], tmp_path / "o", "--text-column", "text",
+                                        "--text-pair-column", "text"),
+                  "--text-pair-column 'text' is also the text column")  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     "flag, value, message",
     [
