@@ -98,7 +98,7 @@ metrics: [{", ".join(names)}]
 | Model size in memory | {m["model_size_mb"]:.1f} MB |
 {result_rows(m, kind, names)}| Training time | {m["train_time_s"]:.1f} s |
 | Training throughput | {m["train_samples_per_s"]:.1f} samples/s, {m["train_tokens_per_s"]:,.0f} tokens/s |
-| Memory | {m["peak_memory_mb"]:.0f} MB ({memory}) |
+| Memory | {"not measured" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.0f} MB ({memory})"} |
 | Device | {m["device"]} × {m["world_size"]} |
 
 {notes(m, kind)}

@@ -11,10 +11,15 @@ matmul is about eight times as fast as an fp32 one, and a training step 1.6-2.3x
 a name torch does not know, is one line naming the devices there are.
 """
 
-import resource
+import sys
 import time
 
 import torch
+
+try:
+    import resource
+except ImportError:  # Windows: no peak RSS from the standard library; everything else works
+    resource = None
 
 
 class DeviceError(Exception):
@@ -71,9 +76,13 @@ def elapsed(start: float, device: torch.device) -> float:
 
 
 def peak_memory(device) -> dict:
-    """Peak memory so far: CUDA's max allocated on a GPU; the process's peak RSS on the CPU (so labelled)."""
+    """Peak memory so far: CUDA's max allocated on a GPU; the process's peak RSS on the CPU (so labelled);
+    None on Windows's CPU, which has no `resource` module."""
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         return {"peak_memory_mb": peak / 1e6, "peak_memory_kind": "cuda_max_allocated"}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"peak_memory_mb": rss_kb * 1024 / 1e6, "peak_memory_kind": "cpu_peak_rss_of_process"}
+    if resource is None:
+        return {"peak_memory_mb": None, "peak_memory_kind": "not_measured"}
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    return {"peak_memory_mb": peak / 1e6, "peak_memory_kind": "cpu_peak_rss_of_process"}
