@@ -7,6 +7,7 @@ import csv
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -327,3 +328,15 @@ def test_without_posix_modules_every_script_imports_and_a_run_finishes(run, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["peak_memory_mb"] is None and metrics["peak_memory_kind"] == "not_measured"
     assert "| Memory | not measured |" in (out / "README.md").read_text()
+
+
+# The torch features the product uses that set its floor, with the release that brought each.
+TORCH_FLOOR = {"AdamW(fused=True) on the CPU": (2, 4), "init_process_group(device_id=...)": (2, 3)}
+
+
+def test_requirements_name_the_torch_the_code_needs():
+    """requirements.txt's torch floor is the newest release a feature the code uses needs, and that
+    feature is still used (train.py's fused AdamW): a user on an older torch is told at install time."""
+    floor = re.search(r"^torch>=(\d+)\.(\d+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert floor and tuple(map(int, floor.groups())) == max(TORCH_FLOOR.values())
+    assert "AdamW(" in (ROOT / "train.py").read_text() and "fused=True" in (ROOT / "train.py").read_text()
