@@ -1,10 +1,10 @@
 """What each method learned: the papers' own analyses, made from your runs.
 
     python analyze.py runs/lora-sst2-bert-base-uncased runs/dora-sst2-bert-base-uncased runs/full-sst2-bert-base-uncased
-    python analyze.py runs/lora-r8 runs/lora-r64 --output-dir analysis     # + subspace overlap of the two
+    python analyze.py runs/lora-r8 runs/lora-r64 --output-dir analysis-lora     # + subspace overlap of the two
 
-Writes to --output-dir (default analysis/ next to results/: `analysis-out`) a markdown report,
-analysis.md, and one figure per analysis that the runs allow (analysis/ holds the maths, one module each):
+Writes to --output-dir (default `analysis-out`, in the current folder) a markdown report, analysis.md, and
+one figure per analysis that the runs allow (the package analysis/ holds the maths, one module each):
 
   spectrum.png      singular values of ΔW per run, with rank, effective rank and stable rank (LoRA §7,
                     HiRA §3): LoRA's rank is at most r, HiRA's and full fine-tuning's need not be
@@ -83,25 +83,33 @@ def spectrum_section(runs, plt, out: Path) -> list[str]:
     return ["## The spectrum of ΔW", "", "![spectrum](spectrum.png)", "", *lines, ""]
 
 
+def compared_modules(a: learned.Run, b: learned.Run) -> list[str]:
+    """The modules of the first and the last layer that both runs adapted (query and value by default): the
+    same layer's query and value tell module type apart, the same module in both layers tells depth apart."""
+    depth = {name: int(name.split(".")[1]) for name in a.layers if name in b.layers and name.startswith("layers.")}
+    ends = (min(depth.values()), max(depth.values()))  # our names: layers.<i>.attention.<module>
+    return [name for name, i in depth.items() if i in ends]
+
+
 def subspace_section(runs, plt, out: Path) -> list[str]:
-    """φ heat maps for every pair of runs with LoRA's A, on their first and last common module."""
+    """φ heat maps for every pair of runs with LoRA's A, on the query and value of their first and last layer."""
     pairs = [(a, b) for a, b in itertools.combinations(runs, 2) if all(x.layers and next(iter(x.layers.values())).a
                                                                          is not None for x in (a, b))]  # fmt: skip
     if not pairs:
         return []
     lines = ["## Subspace similarity", "", "![subspace](subspace.png)", "",
-             "| runs | module | φ(1, 1) | φ over the top min(r1, r2) directions | the same, of their initial A's | "
-             "random subspaces of that size |", "|---|---|---|---|---|---|"]  # fmt: skip
+             "| runs | module | φ(1, 1) | random φ(1, 1) | φ over the top min(r1, r2) directions | the same, of their "
+             "initial A's | random subspaces of that size |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     initial = {id(run): learned.initial_a(run) for pair in pairs for run in pair}
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(9, 3.6 * len(pairs)), squeeze=False)
+    columns = max(len(compared_modules(a, b)) for a, b in pairs)
+    fig, axes = plt.subplots(len(pairs), columns, figsize=(4.5 * columns, 3.6 * len(pairs)), squeeze=False)
     for row, (a, b) in enumerate(pairs):
-        common = [name for name in a.layers if name in b.layers]
-        for col, name in enumerate([common[0], common[-1]]):
+        for col, name in enumerate(compared_modules(a, b)):
             phi = subspace_similarity(a.layers[name].a, b.layers[name].a)  # (r1, r2)
             at_start = subspace_similarity(initial[id(a)][name], initial[id(b)][name])
             k = min(phi.shape) - 1
-            dim = a.layers[name].a.shape[1]
-            lines.append(f"| {label(a)} / {label(b)} | {name} | {phi[0, 0]:.3f} | {phi[k, k]:.3f} | "
+            dim = a.layers[name].a.shape[1]  # random unit directions in R^dim: E[φ(i, j)] = max(i, j) / dim
+            lines.append(f"| {label(a)} / {label(b)} | {name} | {phi[0, 0]:.3f} | {1 / dim:.4f} | {phi[k, k]:.3f} | "
                          f"{at_start[k, k]:.3f} | {(k + 1) / dim:.3f} |")  # fmt: skip
             image = axes[row, col].imshow(phi.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
             axes[row, col].set(title=f"{name}\n{a.path.name} (i) vs {b.path.name} (j)", xlabel="j", ylabel="i")
@@ -109,7 +117,7 @@ def subspace_section(runs, plt, out: Path) -> list[str]:
     fig.tight_layout()
     save(fig, out / "subspace.png")
     plt.close(fig)
-    return [*lines, ""]
+    return [*lines, "", "Random levels: for random directions in R^d, E[φ(i, j)] = max(i, j) / d.", ""]
 
 
 def amplification_section(runs) -> list[str]:
@@ -126,6 +134,12 @@ def amplification_section(runs) -> list[str]:
     return [*lines, "", "Means over the adapted layers; U, V the top-r singular vectors.", ""]
 
 
+# The DoRA paper's correlation of ΔD on ΔM over the query matrices of its runs (Liu et al. 2024, §3.2 and
+# §4.1, Fig. 2): full fine-tuning's is negative, LoRA's positive, DoRA's negative like full fine-tuning's.
+PAPER_QUERY_CORRELATION = {"full": -0.62, "dora": -0.31, "lora": +0.83}
+MARKERS = {"query": "o", "value": "^"}  # other modules: squares
+
+
 def magnitude_section(runs, plt, out: Path) -> list[str]:
     followed = []
     for run in runs:
@@ -136,18 +150,25 @@ def magnitude_section(runs, plt, out: Path) -> list[str]:
     if not followed:
         return []
     lines = ["## Magnitude and direction", "", "![magnitude](magnitude.png)", "",
-             "| run | checkpoints | slope of ΔD on ΔM | correlation | correlation across layers, per checkpoint |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "| run | checkpoints | slope of ΔD on ΔM | correlation | query modules only: slope, correlation | "
+             "the paper's, query | correlation across layers, per checkpoint |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     fig, axes = plt.subplots(1, len(followed), figsize=(4.5 * len(followed), 3.8), squeeze=False)
     for ax, (run, points) in zip(axes[0], followed, strict=True):
-        pairs, per_step = [], []
+        pairs, queries, per_step = [], [], []
         for (step, weights), colour in zip(points, itertools.cycle(f"C{i}" for i in range(10))):
-            here = [magnitude_direction(run.layers[n].w0, w) for n, w in weights.items()]
-            pairs += here
-            per_step.append(f"{slope_and_correlation(here)[1]:+.2f}")
-            ax.scatter([p[0] for p in here], [p[1] for p in here], s=10, color=colour, label=f"step {step}")
+            here = {n: magnitude_direction(run.layers[n].w0, w) for n, w in weights.items()}  # module -> (ΔM, ΔD)
+            pairs += here.values()
+            queries += [p for n, p in here.items() if n.endswith(".query")]
+            per_step.append(f"{slope_and_correlation(list(here.values()))[1]:+.2f}")
+            for n, (dm, dd) in here.items():
+                ax.scatter(dm, dd, s=12, color=colour, marker=MARKERS.get(n.rsplit(".", 1)[-1], "s"),
+                           label=f"step {step}" if n == next(iter(here)) else None)  # fmt: skip
         slope, corr = slope_and_correlation(pairs)
-        lines.append(f"| {label(run)} | {len(points)} | {slope:.3g} | {corr:+.2f} | {' '.join(per_step)} |")
+        q = "–" if len(queries) < 3 else "{:.3g}, {:+.2f}".format(*slope_and_correlation(queries))
+        paper = PAPER_QUERY_CORRELATION.get(run.method)
+        lines.append(f"| {label(run)} | {len(points)} | {slope:.3g} | {corr:+.2f} | {q} | "
+                     f"{'–' if paper is None else f'{paper:+.2f}'} | {' '.join(per_step)} |")  # fmt: skip
         ax.set(title=f"{label(run)}\nslope {slope:.3g}, r = {corr:+.2f}", xlabel="ΔM", ylabel="ΔD")
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -156,9 +177,10 @@ def magnitude_section(runs, plt, out: Path) -> list[str]:
     return [
         *lines,
         "",
-        "One point per adapted layer and checkpoint; the last column fits the layers of one "
-        "checkpoint at a time (the DoRA paper's reading: at a given step, do the layers that turn more "
-        "change their magnitude more or less?).",
+        "One point per adapted layer and checkpoint (circles: query, triangles: value); the last column fits "
+        "the layers of one checkpoint at a time (the DoRA paper's reading: at a given step, do the layers that "
+        "turn more change their magnitude more or less?). The paper's Fig. 2 fits query matrices only, on its "
+        "own models and tasks: compare it with the query column.",
         "",
     ]
 

@@ -139,6 +139,45 @@ def test_analyze_every_method_end_to_end(tiny_runs, tmp_path):
     assert max_rank("hira") > 8 and max_rank("full") > 8  # W0 ⊙ BA and full fine-tuning are not limited to r
 
 
+def section_rows(report: str, title: str) -> list[list[str]]:
+    """The table rows of one section of analysis.md, each split into its cells."""
+    text = report.split(f"## {title}")[1].split("\n## ")[0]
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in text.splitlines() if " seed " in line]
+
+
+def test_subspace_separates_depth_from_module_type_beside_the_one_direction_random_level(tiny_runs, tmp_path):
+    """Per pair: the query and the value of the first and of the last layer, and φ(1, 1)'s random level 1/d
+    (not max(i, j)/d of the top directions)."""
+    out = tmp_path / "report"
+    assert analyze.main([str(tiny_runs["lora"]), str(tiny_runs["dora"]), "--output-dir", str(out)]) == 0
+    rows = section_rows((out / "analysis.md").read_text(), "Subspace similarity")
+    layers = learned.load(tiny_runs["lora"]).layers
+    last = max(int(name.split(".")[1]) for name in layers if name.startswith("layers."))
+    assert [row[1] for row in rows] == [name for name in layers if name.startswith(("layers.0.", f"layers.{last}."))]
+    assert {"layers.0.attention.query", "layers.0.attention.value", f"layers.{last}.attention.query"} <= {
+        row[1] for row in rows
+    }  # one layer's query and value: module type; one module in two layers: depth
+    r = json.loads((tiny_runs["lora"] / "metrics.json").read_text())["hyperparameters"]["r"]
+    for row in rows:
+        d = layers[row[1]].a.shape[1]  # the dimension A's rows live in
+        assert (row[3], row[6]) == (f"{1 / d:.4f}", f"{r / d:.3f}")
+
+
+def test_magnitude_reports_the_query_only_fit_beside_the_papers(tiny_runs, tmp_path):
+    """The DoRA paper's Fig. 2 fits query matrices: the table gives that fit, and the paper's own figure."""
+    out = tmp_path / "report"
+    assert analyze.main([str(tiny_runs["lora"]), str(tiny_runs["dora"]), "--output-dir", str(out)]) == 0
+    rows = {
+        row[0].split()[0]: row for row in section_rows((out / "analysis.md").read_text(), "Magnitude and direction")
+    }
+    assert rows["lora"][5] == "+0.83" and rows["dora"][5] == "-0.31"
+    points = [magnitude_direction(learned.load(tiny_runs["dora"]).layers[name].w0, w)
+              for _, weights in learned.along_the_run(tiny_runs["dora"]) for name, w in weights.items()
+              if name.endswith(".query")]  # fmt: skip
+    slope, corr = slope_and_correlation(points)
+    assert rows["dora"][4] == f"{slope:.3g}, {corr:+.2f}"
+
+
 def test_bad_input_is_one_line(tiny_runs, tiny_rich_model_dir, corpus, tmp_path, capsys):
     fails_cleanly(capsys, analyze.main, [str(tmp_path / "nothing")], "no such run directory")
     odd = tmp_path / "odd"
