@@ -16,7 +16,8 @@ def cell(method, task, lr, seed, validation=0.5, test=0.5, longer=False, **extra
             "metrics": {f"validation_{m}": validation for m in ("accuracy", "f1", "matthews_correlation", "pearson")}
             | {f"test_{m}": test for m in ("accuracy", "f1", "matthews_correlation", "pearson")},
             "wall_s": 60.0, "steps": 100, "stopped_early": True, "trainable_params": 10, "exported_params": 10,
-            "zero_gate_share": 0.25, "validation_curve": [], "best_step": 50, **extra}  # fmt: skip
+            "zero_gate_share": 0.25, "validation_curve": [], "best_step": 50, "examples": {"test": 10_000},
+            **extra}  # fmt: skip
 
 
 def swept(method, scores: dict) -> dict:
@@ -103,11 +104,22 @@ def test_the_report_differs_from_full_fine_tuning_with_a_standard_error(tmp_path
                 cells[method, task, lr, seed] = cell(method, task, lr, seed, test=base + noise)
     rows = glue_report.table_cells(cells)
     lines = glue_report.against_full(rows)
-    assert lines[2].startswith("| LoRA | -10.0 ± 0.8 **")
+    # the test set's share in the ±: measured (RTE, STS-B), or accuracy's bound (SST-2, 100 / sqrt(N));
+    # none known for F1 and Matthews, so nothing marked there
+    assert glue_report.test_size(rows, "sst2") == 10_000  # accuracy's bound: 100 / sqrt(10,000) = 1.0 point
+    assert lines[2] == "| LoRA | -10.0 ± 1.3 ** | -10.0 ± 0.8 | -10.0 ± 0.8 | -10.0 ± 1.0 ** | -10.0 ± 3.5 ** |"
+    assert glue_report.difference([57.0, 58.0, 59.0], [55.0, 56.0, 57.0], shared=3.4) == "+2.0 ± 3.5"
     baseline = {t: {"accuracy": 0.5, "f1": 0.6, "matthews_correlation": 0.0, "pearson": 0.0} for t in TASKS}
     table = glue_report.main_table(rows, glue_report.chosen_rates(cells), baseline)
     assert table[2].startswith("| majority class / chance | – | 0 | 50.0 |")
     assert "70.0 ± 1.0 (n=3)" in table[4]
+    compact = glue_report.compact_table(rows, baseline)  # the README's: means, one score per task
+    assert (
+        compact[0]
+        == "| method | trainable params | SST-2 acc | MRPC F1 | CoLA MCC | STS-B Pearson | RTE acc | average |"
+    )
+    assert compact[2] == "| majority class / chance | 0 | 50.0 | 60.0 | 0.0 | 0.0 | 50.0 | – |"
+    assert compact[4].startswith("| LoRA | ") and compact[4].endswith("| 70.0 | 70.0 | 70.0 | 70.0 | 70.0 | 70.0 |")
 
 
 def test_fp32_and_bf16_cells_are_compared_only_when_nothing_else_differs():

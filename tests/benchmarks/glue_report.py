@@ -100,6 +100,21 @@ def main_table(rows: dict, chosen: dict, baseline: dict) -> list[str]:
     return lines
 
 
+def compact_table(rows: dict, baseline: dict) -> list[str]:
+    """The README's table: each task's score, the mean over the seeds (x 100), and the average."""
+    lines = table_head("method", "trainable params", *[title for task, metric, title in COLUMNS
+                                                        if metric == SCORE[task]], "average")  # fmt: skip
+    chance = [f"{100 * baseline[t][SCORE[t]]:.1f}" for t in TASKS]
+    lines.append(f"| majority class / chance | 0 | {' | '.join(chance)} | – |")
+    for method, runs in rows.items():
+        means = [f"{100 * statistics.fmean(score(c, t) for c in runs[t]):.1f}" if runs[t] else "–" for t in TASKS]
+        common = min(len(runs[t]) for t in TASKS)  # seeds that every task has
+        average = statistics.fmean(statistics.fmean(score(runs[t][i], t) for t in TASKS) for i in range(common))
+        params = next((c["trainable_params"] for t in TASKS for c in runs[t]), 0)
+        lines.append(f"| {NAMES[method]} | {params:,} | {' | '.join(means)} | {100 * average:.1f} |")
+    return lines
+
+
 def standard_error(ours: list[float], reference: list[float] | float) -> float:
     """The standard error of mean(ours) - mean(reference); a float reference is a constant (the chance row),
     with no error of its own. Needs two values of each list."""
@@ -107,10 +122,26 @@ def standard_error(ours: list[float], reference: list[float] | float) -> float:
     return math.sqrt(own if isinstance(reference, float) else own + statistics.variance(reference) / len(reference))
 
 
-def difference(ours: list[float], reference: list[float] | float, shared: float = 0.0) -> str:
-    """mean(ours) - mean(reference) in points, ± its standard error, ** beyond twice it (the README's rule
-    for calling one better). shared: an error every seed shares (the test set's own, chance_error), added
-    to the seeds' in quadrature."""
+# The test set's own standard error of a difference between two runs, in points, where it was measured: a
+# paired bootstrap over the test examples of two runs' predictions (paired_bootstrap.py; docs/results.md,
+# "The test set's share of a difference"), taken for every pair on that task.
+PAIRED_TEST_ERROR = {"rte": 3.4, "stsb": 0.5}
+
+
+def paired_test_error(task: str, n: int) -> float | None:
+    """The test set's share of the standard error of a difference between two runs on `task` (n test
+    examples), in points: measured (PAIRED_TEST_ERROR); else, for accuracy, its bound 100 / sqrt(n) (each
+    example adds -1, 0 or +1 to the difference, so its variance is at most the share of examples the two
+    disagree on, at most 1); else None, not known (F1, Matthews: the cells keep no predictions)."""
+    if task in PAIRED_TEST_ERROR:
+        return PAIRED_TEST_ERROR[task]
+    return 100 / math.sqrt(n) if SCORE[task] == "accuracy" else None
+
+
+def difference(ours: list[float], reference: list[float] | float, shared: float = 0.0, judged: bool = True) -> str:
+    """mean(ours) - mean(reference) in points, ± its standard error, ** beyond twice it (the rule for calling
+    one better). shared: an error every seed shares (the test set's own), added to the seeds' in quadrature.
+    judged False: the error is known to be incomplete, so nothing is marked."""
     constant = isinstance(reference, float)
     ref = [reference] if constant else reference
     if not ours or not ref:
@@ -119,7 +150,7 @@ def difference(ours: list[float], reference: list[float] | float, shared: float 
     if len(ours) < 2 or (len(ref) < 2 and not constant):
         return f"{diff:+.1f} (one seed)"
     se = math.hypot(standard_error(ours, reference), shared)  # sqrt(se_seeds^2 + shared^2)
-    return f"{diff:+.1f} ± {se:.1f}" + (" **" if abs(diff) > 2 * se else "")
+    return f"{diff:+.1f} ± {se:.1f}" + (" **" if judged and abs(diff) > 2 * se else "")
 
 
 def chance_error(task: str, baseline: dict, n: int) -> float:
@@ -150,15 +181,15 @@ def clearly_above_chance(cells: list[dict], task: str, baseline: dict) -> bool:
 
 
 def against_full(rows: dict) -> list[str]:
-    """Each method's difference from full fine-tuning in each task's score (points), ± the seeds' error. The
-    test set's own error of a difference needs each example's prediction (paired_bootstrap.py), which the
-    cells do not keep."""
+    """Each method's difference from full fine-tuning in each task's score (points), ± the seeds' error and
+    the test set's (paired_test_error); marked ** only where the latter is known."""
     lines = table_head("method", *[f"{t} {SCORE[t]}" for t in TASKS])
     for method, runs in rows.items():
         if method == "full" or "full" not in rows:
             continue
-        out = [difference([100 * score(c, t) for c in runs[t]], [100 * score(c, t) for c in rows["full"][t]])
-               for t in TASKS]  # fmt: skip
+        shares = {t: paired_test_error(t, test_size(rows, t)) for t in TASKS}
+        out = [difference([100 * score(c, t) for c in runs[t]], [100 * score(c, t) for c in rows["full"][t]],
+                          shares[t] or 0.0, judged=shares[t] is not None) for t in TASKS]  # fmt: skip
         lines.append(f"| {NAMES[method]} | {' | '.join(out)} |")
     return lines
 
@@ -342,16 +373,21 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
     headline = [
         f"{'All' if whole else stored} of the table's {total} cells are stored "
         f"({len(cells)} runs with the sweep); each cell is mean ± std over the seeds stored (n). Test metrics x 100 "
-        "on each task's GLUE dev set (MRPC: Microsoft's test file), of "
+        "on each task's GLUE dev set (MRPC: Microsoft's test file; CoLA: its out-of-domain dev set, not GLUE's "
+        "1,043 sentences), of "
         f"{', '.join(f'{test_size(rows, t):,} ({t})' for t in TASKS if any(r[t] for r in rows.values()))} "
-        "examples; the average is over the five task scores of each seed that every task has.",
+        "examples; the average is over the five task scores of each seed that every task has. Each model trains "
+        "on its task's training file less a 10% validation slice (SST-2: 872 sentences); STS-B's file here "
+        "holds 4,249 of GLUE's 5,749 training pairs.",
         "",
         *main_table(rows, chosen, baseline),
         "",
-        "Difference from full fine-tuning in points (means over seeds) ± the standard error of the seeds' spread; "
-        "** marks a difference beyond twice it. Both are tested on the same examples, yet the test set's own error "
-        "does not cancel where the two disagree on many of them, and the ± leaves it out (measured on RTE and "
-        "STS-B in docs/results.md, \"The test set's share of a difference\"):",
+        "Difference from full fine-tuning in points (means over seeds) ± its standard error: the seeds' spread "
+        "and the test set's own share, which does not cancel where two runs disagree on many examples: measured on "
+        "one pair of runs for " + " and ".join(f"{t} ({e} points)" for t, e in PAIRED_TEST_ERROR.items()) + " "
+        "(\"The test set's share of a difference\" below), and for the other accuracy, SST-2's, its bound "
+        "100 / sqrt(N) (3.4 points). ** marks a difference beyond twice it; MRPC's F1 and CoLA's Matthews "
+        "correlation have no such share known, so nothing is marked there.",
         "",
         *against_full(rows),
         "",
@@ -400,11 +436,11 @@ def report(cells: dict, baseline: dict, fp32: dict, checked: dict, figures: Path
 
 def publish_report(cells: dict, baseline: dict, fp32: dict, checked: dict) -> str:
     """The report into docs/results.md (all of it) and, once every method has a seed-0 cell on every task,
-    into the README (the headline), between their markers: the README shows no half-empty table."""
+    the compact table of means into the README, between their markers: the README shows no half-empty table."""
     headline, details = report(cells, baseline, fp32, checked)
     rows = table_cells(cells)
     if len(rows) == len(METHODS) and all(rows[m][t] for m in METHODS for t in TASKS):
-        write_between_markers(ROOT / "README.md", "glue-converged", "\n".join(headline) + "\n")
+        write_between_markers(ROOT / "README.md", "glue-converged", "\n".join(compact_table(rows, baseline)) + "\n")
     text = "\n".join(headline + [""] + details) + "\n"
     write_between_markers(ROOT / "docs" / "results.md", "glue-converged", text)
     return text
