@@ -247,6 +247,7 @@ def last_block_at(block: Block, x, mask, keep):
     kept positions alone: for a classifier 1/T of the last block's feed-forward work, for masked LM ~15%.
     x: (B, T, H), keep: (B, T) bool -> (N, H).
     """
+    residual = x[keep]  # (N, H), taken before attention reads x, as in Block.forward: the same gradient sums
     heads = block.attention.heads(x, mask)[keep]  # (B, T, H) -> (N, H)
-    a = block.attention_norm(x[keep] + block.dropout(block.attention.output(heads)))  # a = LN(x + Attn(x)), (N, H)
+    a = block.attention_norm(residual + block.dropout(block.attention.output(heads)))  # a = LN(x + Attn(x)), (N, H)
     return block.ffn_norm(a + block.dropout(block.ffn(a)))  # y = LN(a + FFN(a)), (N, H)
