@@ -4,6 +4,7 @@ docs/training.md, the "(default X)" of each --help line) is the one the code use
 and #anchor resolves. Numbers measured by a benchmark cannot be checked this way: those tables are
 written by their benchmark between markers, never by hand."""
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -149,3 +150,40 @@ def test_every_relative_link_and_anchor_resolves():
                 if anchor not in {slug(h) for h in headings}:
                     broken.append(f"{page.name}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_the_docs_speak_to_users():
+    """No issue numbers, no talk of "the issue", no path of the machine the docs were written on."""
+    banned = re.compile(r"\bissues? \d+|\b[Tt]he issue\b|/work/|\.\./shared")
+    found = [f"{page.name}: {hit}" for page in PAGES for hit in banned.findall(page.read_text(encoding="utf-8"))]
+    assert not found, found
+
+
+def test_the_readme_is_a_first_page():
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 130
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(f"\n## {title}\n")[1].split("\n## ")[0]
+
+
+def test_the_readmes_glue_numbers_are_the_reports():
+    """The README's table is the report's compact table of the stored cells, and every score the README's
+    results and method advice quote (a decimal, not a count like 22.7M or a share like 0.3%) is a number of
+    the report's tables."""
+    from tests.benchmarks import glue_cells, glue_report
+
+    cells, baseline = glue_cells.load(), json.loads(glue_cells.BASELINE.read_text())
+    rows = glue_report.table_cells(cells)
+    table = glue_report.compact_table(rows, baseline)
+    results = readme_section("Results")
+    block = results.split("<!-- glue-converged:start -->\n")[1].split("<!-- glue-converged:end -->")[0]
+    assert block.splitlines() == table
+    tables = [table, glue_report.main_table(rows, glue_report.chosen_rates(cells), baseline),
+              glue_report.against_full(rows), glue_report.against_chance(rows, baseline),
+              glue_report.sparse_table(rows["sparse_lora"])]  # fmt: skip
+    numbers = set(re.findall(r"(?<![\d.])\d+\.\d(?!\d)", "\n".join(line for t in tables for line in t)))
+    prose = results.replace(block, "") + readme_section("Which method to pick")
+    quoted = set(re.findall(r"(?<![\d.])\d+\.\d(?![\d×xMk%])", prose))
+    assert quoted and quoted <= numbers, sorted(quoted - numbers)
