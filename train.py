@@ -163,7 +163,7 @@ def train(run: Run, progress: Progress) -> None:
             mine, share = ddp.share_of_batch(batch, task, args.batch_size, run.rank, run.world, run.device)
             lr = learning_rate(step, args.lr, args.warmup_steps, run.total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]  # a method's own group may learn faster (Sparse LoRA's gates)
+                group["lr"] = lr * group["lr_scale"]  # a group of a method's own may learn faster (its hooks)
 
             with autocast(run.device, args.precision):
                 loss = objective(mine) * share  # task.loss(model, mine), inside a module so that DDP can hook it
