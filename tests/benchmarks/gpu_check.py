@@ -10,7 +10,10 @@ not depend on the values). It prints:
      full 3-epoch WikiText-2 run (3 x ceil(train blocks / 16) steps; --train-blocks, default the count
      our packing gives for wikitext-2-raw-v1 with the bert-base-uncased tokenizer at 128 tokens);
   3. inference: samples/s of the masked-LM loss at batch 256;
-  4. peak memory (torch.cuda.max_memory_allocated) of a training step for LoRA, Sparse LoRA, HiRA, QLoRA.
+  4. peak memory (torch.cuda.max_memory_allocated) of a training step for LoRA, Sparse LoRA, HiRA, QLoRA;
+  5. the GLUE suite's step (a classifier, batch 16 x 128) in fp32 and bf16, ours against transformers+PEFT,
+     with our GFLOP/s and a profile of our bf16 LoRA step: tests/benchmarks/bench_bf16.py, on this device
+     (--small: MiniLM's shape alone, one round).
 Targets on one H200: the distilbert LoRA run in <= 60 s, >= 10,000 inference samples/s, LoRA peak
 memory <= 1 GB, and QLoRA's peak below LoRA's.
 """
@@ -27,6 +30,7 @@ import transformers
 
 import methods
 import minibert
+from tests.benchmarks import bench_bf16
 from tests.benchmarks.bench_train import make_batch
 from training.device import autocast
 
@@ -138,6 +142,10 @@ def main():
                 del model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+
+    for arch in ("minilm",) if args.small else ("minilm", "distilbert", "bert"):
+        lines, table = bench_bf16.bench(arch, 1 if args.small else 10, device)
+        print("\n".join(lines) + f"\n\n[{arch}] where our bf16 LoRA step's time goes:\n{table}")
 
 
 if __name__ == "__main__":
