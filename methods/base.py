@@ -17,6 +17,7 @@ matrix per adapted layer while merged, and is dropped by unmerge.
 import torch
 import torch.nn as nn
 
+from minibert.dropout import Dropout
 from quant.linear4bit import Linear4bit
 
 
@@ -38,7 +39,7 @@ class AdapterLinear(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise AdapterError(f"dropout must be in [0, 1), got {dropout}")
         self.base = base.requires_grad_(False)  # W0 and b stay frozen
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.weight_before_merge = None  # W0 while merged, else None
 
     @property

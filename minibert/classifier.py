@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.config import BertConfig
+from minibert.dropout import Dropout
 from minibert.model import Encoder
 
 # Per architecture, our names of the head layers that fine-tuning trains in full (see the module doc).
@@ -36,7 +37,7 @@ class ClassificationHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)  # W_p (BERT) or W_pre (DistilBERT): H -> H
         self.act = torch.tanh if config.arch == "bert" else F.relu
-        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.dropout = Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)  # W_c: H -> K
 
     def forward(self, cls_vector):

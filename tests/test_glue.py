@@ -44,8 +44,10 @@ def glue_args(model_dir, glue_dir, out_dir, task, *extra):
 def test_official_metrics_in_metrics_json(tiny_model_dir, tiny_rich_model_dir, glue_dir, tmp_path, task, names):
     out = tmp_path / task
     # A score must come through the random pooler's tanh at its scale, which the rich model's weights (std 0.2)
-    # saturate: measured there Pearson ~0 after 200 steps, on the plain tiny BERT 0.91
-    model, extra = (tiny_model_dir, ["--max-steps", "200", "--epochs", "10", "--eval-every", "50"]) if task == "stsb" \
+    # saturate: measured there Pearson ~0 after 200 steps. On the plain tiny BERT, with the adapters' dropout
+    # off, seeds 0, 2 and 3 reach 0.94 and seed 1 0.48 (with it on, 0.1-0.9 as the draws fall)
+    model, extra = (tiny_model_dir, ["--max-steps", "200", "--epochs", "10", "--eval-every", "50", "--dropout", "0"]) \
+        if task == "stsb" \
         else (tiny_rich_model_dir, ["--max-steps", "80"] if task == "mnli" else [])  # fmt: skip
     assert train.main(glue_args(model, glue_dir, out, task, *extra)) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -170,6 +170,8 @@ def test_dora_gradients_and_step_equal_peft(arch, head, dropout, tmp_path):
         for layer in ours.modules():
             if isinstance(layer, DoRALinear):
                 layer.lora_magnitude_vector.copy_(layer.weight_norm() * (1 + layer.lora_magnitude_vector))
+                if dropout:  # torch's mask generator, PEFT's: the same masks, so that the numbers can match
+                    layer.dropout = torch.nn.Dropout(dropout)
     methods.save_adapter(ours, tmp_path / "adapter")
     base = transformers.AutoModelForSequenceClassification if head == "classification" else None
     base = base or getattr(transformers, "BertForMaskedLM" if arch == "bert" else "DistilBertForMaskedLM")
