@@ -93,13 +93,14 @@ def fine_tune(args) -> int:
     with RunFolder(out_dir) if rank == 0 else contextlib.nullcontext():  # locked: one training at a time
         refuse_a_run_there(out_dir, args.resume)
         model = load_model_and_data(args, task, device, say)
-        hooks = methods.training_hooks(args.method, args.warmup_steps)
-        # fused: each parameter's update in one pass (the same numbers to ~1e-7; a full fine-tuning step ~15% faster)
-        optimizer = torch.optim.AdamW(hooks.param_groups(model, args.weight_decay), lr=args.lr, fused=True)
         steps_per_epoch = task.batches_per_epoch(args.batch_size * world)
         if steps_per_epoch == 0:
             raise UsageError(f"the training split is smaller than one batch of {args.batch_size * world}")
         total_steps = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
+        cli.fit_warmup(args, total_steps, say)
+        hooks = methods.training_hooks(args.method, args.warmup_steps)
+        # fused: each parameter's update in one pass (the same numbers to ~1e-7; a full fine-tuning step ~15% faster)
+        optimizer = torch.optim.AdamW(hooks.param_groups(model, args.weight_decay), lr=args.lr, fused=True)
         state = RunState()
         if args.resume:
             saved, best_state = load_checkpoint(out_dir, model, optimizer, run_identity(args, task, world), say)
@@ -167,6 +168,7 @@ def train(run: Run, progress: Progress) -> None:
 
             with autocast(run.device, args.precision):
                 loss = objective(mine) * share  # task.loss(model, mine), inside a module so that DDP can hook it
+            loss = loss + run.hooks.loss_term(model) * share  # the method's own term, if it has one
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
             loss = ddp.global_loss(loss, grad_norm, step, run.world)  # the mean over the processes; NaN stops the run
@@ -258,6 +260,8 @@ def finish(run: Run, progress: Progress) -> None:
     metrics = final_metrics(args, task, model, state, tested, run.device, run.world) | run.hooks.report(model)
     write_text(run.out_dir / "README.md", model_card(metrics))
     write_text(run.out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: it marks the run finished
+    if summary := run.hooks.summary(model, metrics):  # the method's own account, if it has one
+        print(summary, file=sys.stderr)
     scored = "; ".join(f"{split} {task.describe(result)}" for split, result in tested.items())
     print(f"{scored or 'no test file: no test metrics'}; results in {run.out_dir}", file=sys.stderr)
 

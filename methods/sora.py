@@ -5,41 +5,49 @@ EMNLP 2023, Section 3. LoRA with a gate vector g (r entries) between A and B, th
 
     h = W0 x + b + (alpha / r) * B diag(g) A dropout(x)              (the gated forward, with LoRA's scaling)
 
-and an L1 penalty λ ||g||_1 on the gates, optimised by a proximal gradient step: after each optimizer
-step, every gate is soft-thresholded,
+and an L1 penalty on the gates, optimised by a proximal gradient step: after each optimizer step, every
+gate is soft-thresholded,
 
-    g <- sign(g) * max(|g| - ξ, 0),    ξ = η_t λ                     (the proximal step, soft threshold T_ξ)
+    g <- sign(g) * max(|g| - ξ, 0)                                   (the proximal step, soft threshold T_ξ)
 
-with η_t that step's size. A gate that crosses zero is set to *exactly* 0, and the rank-1 component
-B[:, i] A[i, :] it multiplies drops out of ΔW; nnz(g) is the module's effective rank. At export the zero
-ranks are cut out and g and the scaling are folded into B: a plain, smaller LoRA (methods/peft_format.py).
+A gate that crosses zero is set to *exactly* 0, and the rank-1 component B[:, i] A[i, :] it multiplies
+drops out of ΔW; nnz(g) is the module's effective rank. At export the zero ranks are cut out and g and the
+scaling are folded into B: a plain, smaller LoRA (methods/peft_format.py).
 
-Choices of this implementation, where the paper leaves them open (the measurements behind each are in
-docs/sparse_lora.md):
-  - g starts at ones, so at step 0 SoRA *is* LoRA, and λ = 0 is exactly LoRA with a per-rank scale.
-  - The threshold is taken in Adam's own metric. Under AdamW every gate moves by about lr whatever its
-    gradient, so the paper's ξ = lr λ prunes by the summed learning rate, not by need. We use the
-    proximal step with Adam's diagonal preconditioner (Yun, Lozano, Yang, NeurIPS 2021, Eq. 3):
+The rule, as the authors' code runs it (SoRARule's defaults: `--sora-rule paper`): g starts randn; the loss
+gets c * Σ|g| / (number of gates), c = 10; the gates learn at the adapters' rate without weight decay, A and
+B with weight decay 0.1; after every AdamW step from step 0, the constant ξ = 3e-4; a cut gate gets a
+gradient only from the L1 term and its next step is thresholded again. (Their code zeroes every gate within
+2ξ of zero after subtracting ξ, a quirk of its three masked assignments; this file uses T_ξ as the paper
+writes it. The difference is one ξ, 3e-4 of a gate.)
+
+This project's own rule (`--sora-rule ours`, the default) departs from it in DEPARTURES, each a switch of
+its own (`--sora-rule ours-regrowth` is ours without regrowth, `paper+ones` the paper's with ones):
+  - "ones": g starts at ones, so at step 0 SoRA *is* LoRA, and ξ = 0 is exactly LoRA with a per-rank scale.
+  - "adam_threshold": the threshold in Adam's own metric. Under AdamW every gate moves by about lr whatever
+    its gradient, so a constant ξ prunes by the summed learning rate, not by need. The proximal step with
+    Adam's diagonal preconditioner (Yun, Lozano, Yang, NeurIPS 2021, Eq. 3):
 
         g <- sign(g) * max(|g| - lr * λ / (sqrt(v̂) + ε), 0)       v̂: AdamW's bias-corrected E[(∂L/∂g)^2]
 
     Its fixed points are those of L + λ ||g||_1 whatever the learning rate or run length: a gate stays
-    non-zero only while the mean loss gradient on it reaches λ, the least gain (loss per unit of gate)
-    that keeps a rank. λ = 0 switches sparsification off.
-  - The gates learn GATE_LR_SCALE = 10 times faster than A and B, in their own AdamW group without weight
-    decay: the fixed points do not depend on the rate, the time to reach them does.
-  - Gates are judged only once the task has started to be learned: after the warm-up, and once the
-    training loss has fallen by more than its own noise (PruningStart). A gate's gradient is B_iᵀ ∂L/∂h
-    times A_i x, so while no rank's B has grown every gradient is ~0 and the threshold would cut every
-    rank, however much the task will need it once its signal comes.
-  - A cut rank keeps learning, so that one cut too early can come back: its column of B is trained as if
-    its gate were 1 (a term with value 0 and that gradient), in the output directions the kept ranks do
-    not span. It returns when its gain reaches λ. Without taking the kept directions out, every cut rank
-    would learn the same residual as the kept ones and come back: nothing would be selected.
+    non-zero only while the mean loss gradient on it reaches λ. --sparse-lambda is then λ, not ξ.
+  - "no_l1": no L1 term in the loss (the threshold is the whole penalty).
+  - "fast_gates": the gates learn GATE_LR_SCALE = 10 times faster than A and B: the fixed points do not
+    depend on the rate, the time to reach them does.
+  - "judge_after_fall": gates are judged only once the task has started to be learned: after the warm-up,
+    and once the training loss has fallen by more than its own noise (PruningStart). A gate's gradient is
+    B_iᵀ ∂L/∂h times A_i x, so while no rank's B has grown every gradient is ~0.
+  - "regrowth": a cut rank keeps learning, so that one cut too early can come back: its column of B is
+    trained as if its gate were 1 (a term with value 0 and that gradient), in the output directions the
+    kept ranks do not span. It returns when its gain reaches λ.
+  - "train_weight_decay": A and B decay at train.py's --weight-decay (0.01), not the authors' 0.1.
+The measurements behind each are in docs/sparse_lora.md.
 """
 
 import math
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -48,21 +56,71 @@ from methods.base import AdapterError
 from methods.hooks import TrainingHooks
 from methods.lora import LoRALinear
 
-DEFAULT_SPARSE_LAMBDA = 3e-4  # λ, in loss per unit of gate: the λ study on MiniLM (docs/sparse_lora.md)
+DEFAULT_SPARSE_LAMBDA = 3e-4  # ξ (the paper's constant) or λ (Adam's metric): the authors' ξ; our λ study (docs)
+DEFAULT_RULE = "ours"  # --sora-rule
 START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
-GATE_LR_SCALE = 10.0  # the gates' learning rate, in multiples of the adapters' (see the module docstring)
+GATE_LR_SCALE = 10.0  # the gates' learning rate under "fast_gates", in multiples of the adapters'
+
+
+@dataclass(frozen=True)
+class SoRARule:
+    """How the gates start, learn and are cut. The defaults are the authors' code (the module doc)."""
+
+    gate_init: str = "randn"  # g at step 0: "randn" (the authors) or "ones" (SoRA starts as LoRA)
+    threshold: str = "constant"  # "constant": ξ = sparse_lambda; "adam": ξ_i = lr_g λ / (sqrt(v̂_i) + ε)
+    l1: float = 10.0  # c: the loss gets c * Σ|g| / (number of gates); 0: no L1 term
+    gate_lr_scale: float = 1.0  # the gates' learning rate, in multiples of the adapters'
+    judge_after_fall: bool = False  # judge only after the warm-up and a fall of the loss (PruningStart)
+    regrow: bool = False  # a cut rank keeps learning through the ghost term, and may come back
+    adapter_weight_decay: float | None = 0.1  # AdamW's weight decay on A, B (and a head); None: --weight-decay
+
+
+PAPER = SoRARule()
+DEPARTURES = {  # this project's departures from the paper: name -> (the field it sets, to what)
+    "ones": ("gate_init", "ones"),
+    "adam_threshold": ("threshold", "adam"),
+    "no_l1": ("l1", 0.0),
+    "fast_gates": ("gate_lr_scale", GATE_LR_SCALE),
+    "judge_after_fall": ("judge_after_fall", True),
+    "regrowth": ("regrow", True),
+    "train_weight_decay": ("adapter_weight_decay", None),
+}
+
+
+def parse_rule(spec: str) -> SoRARule:
+    """ "paper", "ours" (the paper with every departure), then any "+name" or "-name": e.g. "ours-regrowth"."""
+    base, *changes = re.split(r"(?=[+-])", spec)
+    if base not in ("paper", "ours"):
+        raise AdapterError(f"Sparse LoRA rule {spec!r}: start with 'paper' or 'ours', e.g. 'ours-regrowth'")
+    on = set(DEPARTURES) if base == "ours" else set()
+    for change in changes:
+        name = change[1:]
+        if name not in DEPARTURES:
+            raise AdapterError(f"Sparse LoRA rule {spec!r}: no departure {name!r}; choose from {', '.join(DEPARTURES)}")
+        on = on | {name} if change[0] == "+" else on - {name}
+    return replace(PAPER, **dict(value for name, value in DEPARTURES.items() if name in on))
 
 
 class SoRALinear(LoRALinear):
     def __init__(
-        self, base: nn.Linear, r: int, alpha: float, dropout: float, sparse_lambda: float = DEFAULT_SPARSE_LAMBDA
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float,
+        sparse_lambda: float = DEFAULT_SPARSE_LAMBDA,
+        rule: str = DEFAULT_RULE,
     ):
         super().__init__(base, r, alpha, dropout)
         if sparse_lambda < 0:
             raise AdapterError(f"sparse_lambda must be >= 0, got {sparse_lambda}")
-        self.sparse_lambda = sparse_lambda
+        self.sparse_lambda = sparse_lambda  # ξ, or λ under the "adam" threshold
+        self.rule = parse_rule(rule)
         self.gate = self.new_factor(r)  # g: (r,)
-        nn.init.ones_(self.gate)
+        if self.rule.gate_init == "ones":
+            nn.init.ones_(self.gate)
+        else:
+            nn.init.normal_(self.gate)  # g ~ N(0, 1), the authors' torch.randn
 
     def update(self, x):
         x = x.to(self.lora_A.dtype)
@@ -70,7 +128,7 @@ class SoRALinear(LoRALinear):
         # (alpha/r) B diag(g) A x: scale each of the r channels of A x by its gate.
         out = (a * self.gate) @ self.lora_B.T  # (..., r) -> (..., out)
         dead = (self.gate == 0).detach()  # (r,): the cut ranks
-        if self.training and dead.any():
+        if self.rule.regrow and self.training and dead.any():
             out = out + self.ghost(a.detach() * dead, dead)  # value 0: only a gradient for the cut ranks' B
         return out * self.scaling
 
@@ -86,12 +144,9 @@ class SoRALinear(LoRALinear):
         return self.scaling * ((self.lora_B * self.gate) @ self.lora_A)  # (alpha/r) B diag(g) A: (out, in)
 
     @torch.no_grad()
-    def proximal_step(self, lr: float, grad_rms: torch.Tensor, eps: float = 1e-8) -> None:
-        """Soft-threshold the gates: g <- sign(g) max(|g| - ξ, 0), ξ = lr λ / (sqrt(v̂) + ε) per gate.
-
-        grad_rms: sqrt(v̂), AdamW's bias-corrected RMS of each gate's gradient, (r,)."""
-        xi = lr * self.sparse_lambda / (grad_rms + eps)  # (r,): ξ = η λ / (sqrt(v̂) + ε)
-        self.gate.copy_(torch.sign(self.gate) * torch.clamp(self.gate.abs() - xi, min=0.0))  # soft threshold
+    def soft_threshold(self, xi) -> None:
+        """g <- sign(g) max(|g| - ξ, 0); ξ a number or one per gate, (r,)."""
+        self.gate.copy_(torch.sign(self.gate) * torch.clamp(self.gate.abs() - xi, min=0.0))
 
     def rank(self) -> int:
         """Effective rank nnz(g): the number of rank-1 components still in use."""
@@ -112,19 +167,41 @@ def sora_layers(model: nn.Module) -> dict[str, SoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SoRALinear)}
 
 
-def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Soft-threshold every gate of the model in AdamW's metric; call right after optimizer.step(). Each
-    gate uses the lr AdamW just stepped it with. A gate the optimizer has not stepped yet is left alone."""
+def rule_of(model: nn.Module) -> SoRARule:
+    """The rule of the model's Sparse LoRA layers (apply gives them all the same one)."""
+    return next(iter(sora_layers(model).values())).rule
+
+
+def proximal_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[float] | None:
+    """Soft-threshold every gate of the model by its rule's ξ; call right after optimizer.step(). Under the
+    "adam" threshold each gate uses the lr AdamW just stepped it with. A gate not stepped yet is left alone.
+    Returns [min, median, max] of the ξ applied."""
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    applied = []
     for layer in sora_layers(model).values():
         state = optimizer.state.get(layer.gate)
         if not state:
             continue
-        group = groups[id(layer.gate)]
-        _, beta2 = group["betas"]
-        step = float(state["step"])
-        grad_rms = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt()  # sqrt(v̂), bias-corrected as AdamW does
-        layer.proximal_step(group["lr"], grad_rms, group["eps"])
+        if layer.rule.threshold == "constant":
+            xi = torch.full_like(layer.gate, layer.sparse_lambda)  # (r,): ξ, the same for every gate
+        else:
+            group = groups[id(layer.gate)]
+            _, beta2 = group["betas"]
+            grad_rms = (state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))).sqrt()  # sqrt(v̂), as AdamW's
+            xi = group["lr"] * layer.sparse_lambda / (grad_rms + group["eps"])  # (r,): ξ = η λ / (sqrt(v̂) + ε)
+        layer.soft_threshold(xi)  # g <- sign(g) max(|g| - ξ, 0)
+        applied.append(xi.detach())
+    return spread(torch.cat(applied)) if applied else None
+
+
+def l1_term(model: nn.Module) -> torch.Tensor | float:
+    """The authors' L1 term in the loss: c * Σ|g| / (number of gates); 0 when the rule has none."""
+    layers = sora_layers(model).values()
+    c = rule_of(model).l1
+    if not c:
+        return 0.0
+    total = sum(layer.gate.abs().sum() for layer in layers)  # Σ|g| over every module's gates
+    return c * total / sum(layer.r for layer in layers)
 
 
 @dataclass
@@ -180,29 +257,67 @@ def zero_gate_share(model: nn.Module) -> float:
     return 1.0 - sum(layer.rank() for layer in layers) / max(1, sum(layer.r for layer in layers))
 
 
+def gate_spread(model: nn.Module) -> dict:
+    """[min, median, max] over the kept ranks of |g_i| and of ‖B_i‖ (the column of B the gate scales)."""
+    gates, columns = [], []
+    for layer in sora_layers(model).values():
+        kept = layer.gate != 0
+        gates.append(layer.gate.detach()[kept].abs())
+        columns.append(layer.lora_B.detach()[:, kept].norm(dim=0))  # (k,): ‖B_i‖ per kept rank
+    return {"abs_gate": spread(torch.cat(gates)), "b_norm": spread(torch.cat(columns))}
+
+
+def spread(values: torch.Tensor) -> list[float] | None:
+    """[min, median, max] of a 1-D tensor, None if it is empty."""
+    if values.numel() == 0:
+        return None
+    return [values.min().item(), values.median().item(), values.max().item()]
+
+
+def gate_map(model: nn.Module) -> str:
+    """The kept ranks, one row per layer, one column per adapted module: e.g. "layer 0  query 8  value 5"."""
+    rows: dict[str, list[str]] = {}
+    for name, layer in sora_layers(model).items():
+        block = re.search(r"layers\.(\d+)\.", name)
+        row = f"layer {block.group(1)}" if block else "other"
+        rows.setdefault(row, []).append(f"{name.split('.')[-1]} {layer.rank()}")
+    return "\n".join(f"  {row:<9}" + "  ".join(cells) for row, cells in rows.items())
+
+
 class SoRAHooks(TrainingHooks):
-    """Sparse LoRA in the training loop (methods/hooks.py): the gates in an AdamW group of their own, the
-    proximal step after every optimizer step once the gates are judged, and their ranks in the log."""
+    """Sparse LoRA in the training loop (methods/hooks.py), by its rule (SoRARule): the gates in an AdamW
+    group of their own, the L1 term in the loss, the soft threshold after every optimizer step once the
+    gates are judged, and their ranks in the log."""
 
     def __init__(self, warmup_steps: int):
-        self.warmup_steps = warmup_steps  # no gate is judged during the warm-up (see PruningStart)
-        self.start = PruningStart()  # when judging starts: once the training loss has fallen
+        self.warmup_steps = warmup_steps  # under "judge_after_fall", no gate is judged during the warm-up
+        self.start = PruningStart()  # when judging starts: step 0, or under "judge_after_fall" once the loss fell
+        self.xi: list[float] | None = None  # [min, median, max] of the last ξ (constant, or per gate under "adam")
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
-        """The adapters (and a task head) with weight decay; the gates without it (the L1 penalty is theirs)
-        and GATE_LR_SCALE times faster."""
+        """The adapters (and a task head) with the rule's weight decay; the gates without it (the L1 penalty
+        is theirs), at the rule's rate."""
+        rule = rule_of(model)
+        decay = weight_decay if rule.adapter_weight_decay is None else rule.adapter_weight_decay
         params = [(name.split(".")[-1], p) for name, p in model.named_parameters() if p.requires_grad]
         groups = [
-            {"params": [p for n, p in params if n != "gate"], "weight_decay": weight_decay, "lr_scale": 1.0},
-            {"params": [p for n, p in params if n == "gate"], "weight_decay": 0.0, "lr_scale": GATE_LR_SCALE},
+            {"params": [p for n, p in params if n != "gate"], "weight_decay": decay, "lr_scale": 1.0},
+            {"params": [p for n, p in params if n == "gate"], "weight_decay": 0.0, "lr_scale": rule.gate_lr_scale},
         ]
         return [group for group in groups if group["params"]]
 
+    def loss_term(self, model):
+        return l1_term(model)  # c Σ|g| / (number of gates); 0 under "no_l1"
+
     def after_step(self, model, optimizer, step, loss):
-        if not self.start.update(loss, warmed_up=step >= self.warmup_steps):
-            return None
-        proximal_step(model, optimizer)  # g <- sign(g) max(|g| - lr_g λ / sqrt(v̂), 0)
-        if self.start.started_at == step:
+        rule = rule_of(model)
+        if rule.judge_after_fall:
+            if not self.start.update(loss, warmed_up=step >= self.warmup_steps):
+                return None
+        elif self.start.started_at is None:
+            self.start.started_at = step  # the paper: from the first step
+        self.xi = proximal_step(model, optimizer)  # g <- T_ξ(g)
+        if rule.judge_after_fall and self.start.started_at == step:
             return f"step {step}: the training loss has fallen; Sparse LoRA starts judging its gates"
         return None
 
@@ -213,11 +328,23 @@ class SoRAHooks(TrainingHooks):
         return {
             "sparse_lora_gates": gate_report(model),  # effective rank per module
             "zero_gate_share": zero_gate_share(model),
-            "pruning_started_at": self.start.started_at,  # None: the training loss never fell
+            "pruning_started_at": self.start.started_at,  # None: never judged (the training loss never fell)
+            "gate_spread": gate_spread(model) | {"xi": self.xi},  # [min, median, max] at the end
         }
 
+    def summary(self, model, metrics):
+        share = metrics["exported_params"] / metrics["trainable_params"]
+        return (
+            f"Sparse LoRA kept {sum(row['rank'] for row in gate_report(model))} of "
+            f"{sum(row['r'] for row in gate_report(model))} ranks ({100 * zero_gate_share(model):.1f}% of the gates "
+            f"are zero); kept ranks per layer and module:\n{gate_map(model)}\n"
+            f"exported {metrics['exported_params']:,} of {metrics['trainable_params']:,} trained parameters "
+            f"({100 * share:.1f}%)"
+        )
+
     def state_dict(self):
-        return {"pruning": asdict(self.start)}
+        return {"pruning": asdict(self.start), "xi": self.xi}
 
     def load_state_dict(self, state):
         self.start = PruningStart(**state["pruning"]) if "pruning" in state else PruningStart()
+        self.xi = state.get("xi")

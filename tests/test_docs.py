@@ -94,6 +94,8 @@ def effective_default(name: str, method: str = "lora"):
         return cli.METHOD_LR.get(method, cli.DEFAULT_LR)
     if name == "max_seq_len":
         return tasks.get("wikitext2").default_max_seq_len  # every task's but IMDB's (512)
+    if name == "warmup_steps":
+        return cli.DEFAULT_WARMUP  # for a run longer than it (cli.fit_warmup)
     if name in cli.METHOD_FLAGS:
         return cli.METHOD_FLAGS[name][0]
     return cli.parse_args(["--method", method]).__dict__[name]

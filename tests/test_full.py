@@ -161,6 +161,8 @@ def test_flags_a_method_does_not_use_are_one_line(tiny_model_dir, corpus, tmp_pa
         "8",
         "--sparse-lambda",
         "1",
+        "--warmup-steps",
+        "1",
     )
     assert train.main(args) == 0  # a warning, not a failure
     err = capsys.readouterr().err
@@ -171,6 +173,6 @@ def test_flags_a_method_does_not_use_are_one_line(tiny_model_dir, corpus, tmp_pa
     assert train.main(args) == 0
     assert "warning: --method hira does not use --alpha; ignored" in capsys.readouterr().err
     args = train_args(tiny_model_dir, corpus, tmp_path / "lora", "--method", "lora", "--max-steps", "2",
-                      "--eval-every", "0", "--save-every", "0")  # fmt: skip
+                      "--eval-every", "0", "--save-every", "0", "--warmup-steps", "1")  # fmt: skip
     assert train.main(args) == 0
     assert "warning" not in capsys.readouterr().err  # the method's own flags, given or not, say nothing

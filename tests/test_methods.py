@@ -306,13 +306,131 @@ def test_param_groups_train_the_gates_faster_and_without_weight_decay(dirs):
 
 
 def test_soft_threshold_is_exact():
-    layer = SoRALinear(torch.nn.Linear(8, 8), r=5, alpha=5, dropout=0.0, sparse_lambda=2.0)
+    layer = SoRALinear(torch.nn.Linear(8, 8), r=5, alpha=5, dropout=0.0)
     with torch.no_grad():
         layer.gate.copy_(torch.tensor([0.5, -0.5, 0.1, -0.1, 0.0]))
-    grad_rms = torch.tensor([1.0, 2.0, 1.0, 4.0, 1.0])  # ξ = lr λ / sqrt(v̂) = 0.2, 0.1, 0.2, 0.05, 0.2
-    layer.proximal_step(lr=0.1, grad_rms=grad_rms, eps=0.0)
+    layer.soft_threshold(torch.tensor([0.2, 0.1, 0.2, 0.05, 0.2]))  # g <- sign(g) max(|g| - ξ, 0)
     assert layer.gate.tolist() == pytest.approx([0.3, -0.4, 0.0, -0.05, 0.0])
     assert (layer.gate[2] == 0).all() and layer.rank() == 3
+
+
+def test_adam_threshold_is_lr_lambda_over_adams_rms():
+    """Our rule's ξ after AdamW's first step, when v̂ is the squared gradient: lr λ / (|∂L/∂g| + ε)."""
+    torch.manual_seed(0)
+    layer = SoRALinear(torch.nn.Linear(6, 6), r=4, alpha=4, dropout=0.0, sparse_lambda=2e-3, rule="ours")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=0)
+    optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.0), lr=0.1)
+    layer(torch.randn(3, 6)).sum().backward()
+    grad = layer.gate.grad.clone()
+    optimizer.step()
+    stepped = layer.gate.detach().clone()
+    xi = methods.proximal_step(layer, optimizer)
+    by_hand = 0.1 * 2e-3 / (grad.abs() + 1e-8)  # ξ = lr λ / (sqrt(v̂) + ε), v̂ = g² after one step
+    expected = torch.sign(stepped) * torch.clamp(stepped.abs() - by_hand, min=0.0)
+    assert torch.allclose(layer.gate.detach(), expected, atol=1e-7)
+    assert xi == pytest.approx([by_hand.min().item(), by_hand.median().item(), by_hand.max().item()], rel=1e-5)
+
+
+def paper_steps(rule: str, steps: int = 4, xi: float = 3e-4, lr: float = 1e-2, warmup: int = 0, seed: int = 0):
+    """A Sparse LoRA layer trained `steps` steps through the hooks, as train.py does: param groups, the
+    loss plus the hook's term, AdamW, the hook after each step. Returns the layer."""
+    torch.manual_seed(seed)
+    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=xi, rule=rule)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=warmup)
+    optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        x, w = torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g)
+        loss = (layer(x) * w).mean() + hooks.loss_term(layer)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        hooks.after_step(layer, optimizer, step, loss.item())
+    return layer
+
+
+def test_paper_rule_step_by_step():
+    """The authors' rule against the same steps written out: randn gates, the loss plus 10 Σ|g| / (number of
+    gates), AdamW with the gates at the main rate and no decay, A and B decaying by 0.1, then every gate
+    soft-thresholded by the constant ξ = 3e-4 from the first step; no ghost term."""
+    layer = paper_steps("paper")
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    ref = SoRALinear(base, r=4, alpha=4, dropout=0.0, rule="paper")  # the same draws: A, then g ~ randn
+    with torch.no_grad():
+        ref.lora_B.normal_()
+    a, b, gate = (ref.lora_A.detach().clone().requires_grad_(), ref.lora_B.detach().clone().requires_grad_(),
+                  ref.gate.detach().clone().requires_grad_())  # fmt: skip
+    assert not torch.equal(gate, torch.ones(4))  # randn, not ones
+    optimizer = torch.optim.AdamW([{"params": [a, b], "weight_decay": 0.1}, {"params": [gate], "weight_decay": 0.0}],
+                                  lr=1e-2)  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, w = torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g)
+        h = base(x) + ((x @ a.T) * gate) @ b.T * ref.scaling  # h = W0 x + b + (alpha/r) B diag(g) A x
+        loss = (h * w).mean() + 10 * gate.abs().sum() / 4  # + c Σ|g| / p_total
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            gate.copy_(torch.sign(gate) * torch.clamp(gate.abs() - 3e-4, min=0.0))  # T_ξ, ξ = 3e-4
+    assert torch.allclose(layer.gate, gate, atol=1e-6) and torch.allclose(layer.lora_B, b, atol=1e-6)
+    assert torch.allclose(layer.lora_A, a, atol=1e-6)
+
+
+def test_each_departure_is_a_switch_and_ours_without_them_is_the_paper():
+    assert methods.sora.parse_rule("ours-" + "-".join(methods.sora.DEPARTURES)) == methods.sora.PAPER
+    assert methods.sora.parse_rule("paper") == methods.sora.PAPER
+    paper = paper_steps("paper", xi=0.1, steps=6)  # ξ large enough to cut 2 gates of 4, so that regrowth shows
+    assert 0 < paper.rank() < 4
+    for name in methods.sora.DEPARTURES:  # each one alone changes what the run learns
+        one = paper_steps(f"paper+{name}", xi=0.1, steps=6)
+        assert not (torch.equal(one.gate, paper.gate) and torch.equal(one.lora_B, paper.lora_B)), name
+        without = paper_steps(f"ours-{'-'.join(n for n in methods.sora.DEPARTURES)}+{name}-{name}", xi=0.1, steps=6)
+        assert torch.equal(without.gate, paper.gate) and torch.equal(without.lora_B, paper.lora_B), name
+    with pytest.raises(methods.AdapterError, match="no departure 'fast'"):
+        methods.sora.parse_rule("ours-fast")
+    with pytest.raises(methods.AdapterError, match="start with 'paper' or 'ours'"):
+        methods.sora.parse_rule("mine")
+
+
+def test_a_cut_gate_stays_cut_under_the_paper_rule_once_a_step_is_below_xi():
+    """A zero gate gets no gradient from |g| (its subgradient at 0 is 0), only the task's; AdamW moves it by
+    about lr, and T_ξ takes it back to 0 as long as that step is at most ξ: with lr ≤ ξ a cut gate stays
+    cut, with lr ten times ξ it comes back (the paper's rule lets gates flicker while the rate is high)."""
+    for lr, stays in ((1e-4, True), (3e-3, False)):
+        layer = paper_steps("paper", xi=3e-4, lr=lr, steps=1)
+        with torch.no_grad():
+            layer.gate[1] = 0.0
+        hooks = methods.training_hooks("sparse_lora", warmup_steps=0)
+        optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)
+        g = torch.Generator().manual_seed(2)
+        history = []
+        for step in range(20):
+            x, w = torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g)
+            loss = (layer(x) * w).mean() + hooks.loss_term(layer)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            hooks.after_step(layer, optimizer, step, loss.item())
+            history.append(layer.gate[1].item())
+        assert all(v == 0.0 for v in history) == stays, (lr, history)
+
+
+def test_the_exported_adapter_is_the_gated_one(tmp_path):
+    """The file keeps the kept ranks with g and the scaling folded into B: loaded as a plain LoRA, it gives
+    the gated layer's output."""
+    layer = paper_steps("paper", xi=0.1, steps=6)
+    pruned = layer.pruned_lora()
+    x = torch.randn(3, 6)
+    assert pruned["lora_A"].shape[0] == layer.rank() < 4
+    assert torch.allclose(layer.base(x) + x @ pruned["lora_A"].T @ pruned["lora_B"].T, layer.eval()(x), atol=1e-6)
 
 
 def fit_low_rank_target(steps, sparse_lambda, k=3, r=8, d=64, lr=3e-3, warmup=20, seed=0, onset=0, hidden=False):
@@ -561,3 +679,15 @@ def test_save_refuses_a_model_without_adapters_or_merged(dirs, tmp_path):
     methods.merge(methods.apply(model, "lora"))
     with pytest.raises(methods.AdapterError, match="call methods.unmerge"):
         methods.save_adapter(model, tmp_path)
+
+
+def test_gate_map_and_summary_show_the_kept_ranks_per_layer(dirs):
+    model = sora_model(dirs["bert"], sparse_lambda=1e-3)
+    layers = methods.sora.sora_layers(model)
+    with torch.no_grad():
+        layers["layers.0.attention.query"].gate[:3] = 0.0  # 1 of 4 kept
+    lines = methods.sora.gate_map(model).splitlines()
+    assert lines == ["  layer 0  query 1  value 4", "  layer 1  query 4  value 4"]
+    summary = methods.training_hooks("sparse_lora", 0).summary(model, {"exported_params": 50, "trainable_params": 200})
+    assert summary.startswith("Sparse LoRA kept 13 of 16 ranks (18.8% of the gates are zero)")
+    assert summary.endswith("exported 50 of 200 trained parameters (25.0%)")

@@ -55,6 +55,25 @@ def test_default_learning_rate_per_method(method, peak, tiny_model_dir, corpus, 
     assert steps[-1]["lr"] == pytest.approx(peak * 2 / 5)  # step 1 of the 5 warm-up steps
 
 
+def test_a_run_shorter_than_its_warm_up(tiny_model_dir, corpus, tmp_path, capsys):
+    """The default warm-up (100 steps) in a 20-step run becomes 6% of it, 2 steps, said in a note; a warm-up
+    the user chose is kept, with a warning that the rate never reaches its peak."""
+    args = train_args(tiny_model_dir, corpus, tmp_path / "default", "--method", "lora", "--max-steps", "20",
+                      "--eval-every", "0", "--save-every", "0", "--log-every", "1")  # fmt: skip
+    i = args.index("--warmup-steps")
+    assert train.main(args[:i] + args[i + 2 :]) == 0
+    assert "it warms up for its first 6%, 2 steps" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "default" / "metrics.json").read_text())
+    assert metrics["hyperparameters"]["warmup_steps"] == 2
+    lrs = [row["lr"] for row in read_log(tmp_path / "default") if row["split"] == "train"]
+    assert lrs[1] == pytest.approx(5e-3) and lrs[-1] < lrs[1]  # the peak at step 1 (of 0..19), then decay
+    args = train_args(tiny_model_dir, corpus, tmp_path / "chosen", "--method", "lora", "--max-steps", "4",
+                      "--eval-every", "0", "--save-every", "0")  # fmt: skip
+    assert train.main(args) == 0
+    assert "warning: the warm-up (5 steps) is as long as the run (4 steps)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "chosen" / "metrics.json").read_text())["hyperparameters"]["warmup_steps"] == 5
+
+
 @pytest.mark.parametrize("method", ["lora", "sparse_lora", "hira", "qlora", "dora", "qdora"])
 def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
     out = tmp_path / method

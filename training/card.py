@@ -46,7 +46,8 @@ def model_card(m: dict) -> str:
             started = m["pruning_started_at"]
             when = "never: the training loss did not fall" if started is None else f"from step {started}"
             when = f"; gates judged {when}"
-        sparsity = f"{100 * zero:.1f}% of gates exactly zero (λ = {h['sparse_lambda']}); ranks {ranks}{when}"
+        rule = f"rule {h.get('sora_rule') or 'ours'}, ξ/λ = {h['sparse_lambda']}"  # older runs: ours, the only rule
+        sparsity = f"{100 * zero:.1f}% of gates exactly zero ({rule}); ranks {ranks}{when}"
         extra = f"- **Sparsity:** {sparsity}\n"
     if m["method"] in ("qlora", "qdora"):
         extra = f"- **Quantisation:** NF4, block size {h['blocksize']}, double quant. {not h['no_double_quant']}\n"

@@ -8,6 +8,7 @@ given to a method that ignores it), file flags without --train-file, a --max-seq
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 import data
@@ -17,6 +18,7 @@ from training.device import PRECISION_HELP, PRECISIONS
 from training.exits import UsageError
 from training.flags import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
+DEFAULT_WARMUP = 100  # steps of linear warm-up, when the run is longer
 DEFAULT_LR = 3e-4  # peak AdamW learning rate of every method but HiRA and full fine-tuning (their DEFAULT_LR)
 METHOD_LR = {"hira": methods.hira.DEFAULT_LR, "full": methods.full.DEFAULT_LR}
 ADAPTERS = tuple(name for name, wrapper in methods.METHODS.items() if wrapper is not None)
@@ -26,6 +28,7 @@ METHOD_FLAGS = {  # flags that only some methods use: name -> (default, the meth
     "dropout": (0.1, ADAPTERS),
     "target_modules": (None, ADAPTERS),
     "sparse_lambda": (methods.sora.DEFAULT_SPARSE_LAMBDA, ("sparse_lora",)),
+    "sora_rule": (methods.sora.DEFAULT_RULE, ("sparse_lora",)),
     "blocksize": (64, methods.QUANTISED),
     "no_double_quant": (False, methods.QUANTISED),
 }
@@ -91,7 +94,11 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--weight-decay", type=non_negative_float, default=0.01, help="AdamW weight decay (not on SoRA gates)"
     )
     p.add_argument(
-        "--warmup-steps", type=non_negative_int, default=100, help="linear warm-up steps before linear decay"
+        "--warmup-steps",
+        type=non_negative_int,
+        default=None,
+        help=f"linear warm-up steps before linear decay (default {DEFAULT_WARMUP}; a run of no more steps warms up "
+        "for its first 6%%)",
     )
     p.add_argument("--r", type=positive_int, default=None, help="rank of the adapters (default 8)")
     p.add_argument(
@@ -103,10 +110,17 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--sparse-lambda",
         type=non_negative_float,
         default=None,
-        help="sparse_lora: L1 strength λ on the gates: a rank is kept while the loss gradient on its gate "
-        f"reaches λ, on a short run and a long one alike (default {methods.sora.DEFAULT_SPARSE_LAMBDA}; "
-        "0: no pruning). Gates are judged once the warm-up is over and the training loss has fallen by more "
-        "than its noise",
+        help="sparse_lora: the soft threshold's size: ξ, subtracted from every |gate| after every step (--sora-rule "
+        "paper), or λ under ours, a rank kept while the loss gradient on its gate reaches λ "
+        f"(default {methods.sora.DEFAULT_SPARSE_LAMBDA}; 0: no pruning)",
+    )
+    p.add_argument(
+        "--sora-rule",
+        default=None,
+        help="sparse_lora: how gates start, learn and are cut: 'paper' (the authors' code: randn gates, an L1 term "
+        "in the loss, a constant ξ from step 0, weight decay 0.1) or 'ours' (default: the paper plus every departure "
+        f"in methods/sora.py: {', '.join(methods.sora.DEPARTURES)}); add or remove one with +name or -name, "
+        "e.g. ours-regrowth",
     )
     p.add_argument(
         "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
@@ -175,11 +189,31 @@ def method_flags(args, say) -> None:
             setattr(args, name, None)
         elif getattr(args, name) is None:
             setattr(args, name, default)
+    if args.sora_rule is not None:
+        try:
+            methods.sora.parse_rule(args.sora_rule)
+        except methods.AdapterError as e:
+            raise UsageError(f"--sora-rule: {e}") from None
+
+
+def fit_warmup(args, total_steps: int, say) -> None:
+    """The default warm-up, DEFAULT_WARMUP steps, unless the run is no longer: then 6% of it (run_glue's and
+    the LoRA paper's ratio), said in one line. A warm-up the user chose is kept, with a warning if the run
+    ends before it does: it would never reach its peak rate (nor, under Sparse LoRA's own rule, judge a gate)."""
+    if args.warmup_steps is None:
+        args.warmup_steps = DEFAULT_WARMUP
+        if DEFAULT_WARMUP >= total_steps:
+            args.warmup_steps = math.ceil(0.06 * total_steps)
+            say(f"note: the run ({total_steps} steps) is shorter than the default warm-up ({DEFAULT_WARMUP}); it "
+                f"warms up for its first 6%, {args.warmup_steps} steps (choose with --warmup-steps)")  # fmt: skip
+    elif args.warmup_steps >= total_steps:
+        say(f"warning: the warm-up ({args.warmup_steps} steps) is as long as the run ({total_steps} steps): "
+            "the learning rate never reaches its peak")  # fmt: skip
 
 
 def method_options(args) -> dict:
     if args.method == "sparse_lora":
-        return {"sparse_lambda": args.sparse_lambda}
+        return {"sparse_lambda": args.sparse_lambda, "rule": args.sora_rule}
     if args.method in methods.QUANTISED:
         return {"blocksize": args.blocksize, "double_quant": not args.no_double_quant}
     return {}
