@@ -205,18 +205,25 @@ def stored(runner: Runner) -> tuple[dict, dict]:
     return cells, glue_cells.load(runner.longer_dir, runner.quick, longer=True)
 
 
-def schedule(runner: Runner, deadline: float) -> None:
-    """Start runs (WORKERS at a time, in next_jobs' order) until none is left or the deadline passes."""
+def suite_plan(runner: Runner) -> tuple[list[Job], dict]:
+    """(the runs still to do, in next_jobs' order; the stored cells, which say how long a run takes)."""
+    cells, checked = stored(runner)
+    return next_jobs(cells, checked), cells
+
+
+def schedule(runner: Runner, deadline: float, plan=suite_plan) -> None:
+    """Start runs (WORKERS at a time, in the order plan(runner) gives) until none is left or the deadline
+    passes."""
     failed = set()
     while True:
         failed |= {job for job in runner.finished() if not runner.cell_path(job).is_file()}
-        cells, checked = stored(runner)
+        jobs, cells = plan(runner)
         if time.perf_counter() >= deadline:
             if runner.going:
                 print(f"--max-minutes reached: stopping {len(runner.going)} run(s)", file=sys.stderr)
             runner.stop_all()
             return
-        for job in next_jobs(cells, checked):
+        for job in jobs:
             if len(runner.going) >= WORKERS:
                 break
             if job in runner.going or job in failed:

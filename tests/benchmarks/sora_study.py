@@ -1,0 +1,133 @@
+"""Is a learned rank better than a smaller fixed one? Sparse LoRA's rules and strengths beside LoRA at ranks
+1, 2 and 4, on the converged GLUE suite's recipe, each finished run kept in the repository as a cell.
+
+    python -m tests.benchmarks.sora_study --glue-dir DIR --max-minutes 100   # run cells until then, then report
+    python -m tests.benchmarks.sora_study                                   # the report alone, from the cells
+
+Every run is a cell of the converged suite (tests/benchmarks/glue_suite.py, glue_recipe.py: the same steps,
+early stopping, warm-up, bf16, seeds) with a few flags more, its VARIANT: `--sora-rule paper` for the
+authors' rule, `--r 2` for a LoRA of rank 2, and so on; at the rate the suite chose for the variant's method
+(Sparse LoRA 1e-3, LoRA 3e-4). The variant "ours" is the suite's own Sparse LoRA row and LoRA r = 8 its LoRA
+row: they are read from docs/glue/cells/, not run again. The cells are docs/glue/sora-cells/<variant>-<task>-
+lr<lr>-s<seed>.json, in glue_cells.py's format. Order: breadth-first over STUDY_TASKS, seed 0 of every variant
+first, then seed 1, then seed 2. Used by hand only: the tests never download anything.
+"""
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from tests.benchmarks import glue_cells
+from tests.benchmarks.glue_recipe import SEEDS, build_glue, command
+from tests.benchmarks.glue_report import chosen_rates, score
+from tests.benchmarks.glue_suite import Job, Runner, schedule
+from tests.benchmarks.real_encoder import ROOT, fetch_minilm
+
+STUDY_CELLS = ROOT / "docs" / "glue" / "sora-cells"
+STUDY_TASKS = ("stsb", "cola")  # the smallest spread between seeds, and the task with a failed seed
+
+
+class Variant(NamedTuple):
+    method: str  # the suite's method whose rate and command it takes
+    flags: tuple[str, ...]  # the train.py flags it adds
+    what: str  # one line for the report
+
+
+VARIANTS = {
+    "sora-paper": Variant("sparse_lora", ("--sora-rule", "paper"), "Sparse LoRA, the authors' rule (ξ = 3e-4)"),
+    "lora-r4": Variant("lora", ("--r", "4"), "LoRA, r = 4"),
+    "lora-r2": Variant("lora", ("--r", "2"), "LoRA, r = 2"),
+    "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
+}
+SUITE_ROWS = {"ours": "sparse_lora", "lora-r8": "lora"}  # read from the suite's cells: its own rows
+
+
+def study_command(variant: str, task: str, lr: float, seed: int, quick: bool = False) -> list[str]:
+    """The suite's command for the variant's method, plus the variant's flags."""
+    return command(VARIANTS[variant].method, task, lr, seed, quick=quick) + list(VARIANTS[variant].flags)
+
+
+class StudyRunner(Runner):
+    """The suite's runner, with the variants' commands and cells folder."""
+
+    def argv(self, job: Job) -> list[str]:
+        return study_command(job.method, job.task, job.lr, job.seed, quick=self.quick)
+
+    def cell_path(self, job: Job) -> Path:
+        return self.cells_dir / f"{glue_cells.name(*job.key)}.json"
+
+
+def study_cells(folder: Path = STUDY_CELLS, quick: bool = False) -> dict[tuple, dict]:
+    """{(variant, task, lr, seed): cell} of the stored cells whose command is the one the study gives now."""
+    return {key: c for key, c in glue_cells.read(folder).items() if c["argv"] == study_command(*key, quick=quick)}
+
+
+def study_plan(runner: StudyRunner) -> tuple[list[Job], dict]:
+    """Every run still to do, seed by seed (breadth-first), and the cells that say how long a run takes."""
+    rates = chosen_rates(glue_cells.load())
+    cells = study_cells(runner.cells_dir, runner.quick)
+    jobs = [Job(v, t, rates[VARIANTS[v].method], s) for s in SEEDS for t in STUDY_TASKS for v in VARIANTS]
+    timed = cells if runner.quick else cells | glue_cells.load()  # how long a run takes: the suite's say too
+    return [job for job in jobs if job.key not in cells], timed
+
+
+def rows(cells: dict, suite: dict) -> dict[str, dict[str, list[dict]]]:
+    """{row: {task: its cells}}: the study's variants, and the suite's own Sparse LoRA and LoRA rows."""
+    rates = chosen_rates(suite)
+    out = {v: {t: [c for k, c in cells.items() if k[0] == v and k[1] == t] for t in STUDY_TASKS} for v in VARIANTS}
+    for row, method in SUITE_ROWS.items():
+        out[row] = {t: [c for k, c in suite.items() if k[0] == method and k[1] == t and k[2] == rates[method]]
+                    for t in STUDY_TASKS}  # fmt: skip
+    return out
+
+
+def report(cells: dict, suite: dict) -> str:
+    """Per row and task: score (mean ± standard error over seeds), exported parameters, zero gates, n."""
+    lines = ["| row | task | score (mean ± SE) | exported parameters | zero gates | seeds |", "|---" * 6 + "|"]
+    for row, by_task in rows(cells, suite).items():
+        for task, got in by_task.items():
+            if not got:
+                continue
+            scores = [100 * score(c, task) for c in got]
+            se = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else float("nan")
+            exported = statistics.mean(c["exported_params"] for c in got)
+            zero = [c["zero_gate_share"] for c in got if c["zero_gate_share"] is not None]
+            zero_text = f"{100 * statistics.mean(zero):.0f}%" if zero else "-"
+            lines.append(f"| {row} | {task} | {statistics.mean(scores):.1f} ± {se:.1f} | {exported:,.0f} | "
+                         f"{zero_text} | {len(got)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--glue-dir", type=Path, help="folder holding glue-stsb/, glue-cola/, ... as GLUE ships them; "
+                   "without it, only the report of the stored cells")  # fmt: skip
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/minibert-glue-suite"),
+                   help="model, parquet files, token caches, runs (default /tmp/minibert-glue-suite)")  # fmt: skip
+    p.add_argument("--max-minutes", type=float, default=100, help="stop starting runs, and stop those still going, "
+                   "after this many minutes (default 100); the stored cells stay")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="6 steps of every run on a slice of each file, its cells in "
+                   "--work-dir (not the repository): to check that it runs")  # fmt: skip
+    args = p.parse_args()
+    started = time.perf_counter()
+    folder = args.work_dir / "sora-cells-quick" if args.quick else STUDY_CELLS
+    if args.glue_dir:
+        work = args.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        glue = build_glue(args.glue_dir, work / ("glue-quick" if args.quick else "glue"), args.quick)
+        places = {"{GLUE}": glue, "{MODEL}": fetch_minilm(work), "{CACHE}": work / "cache"}
+        runner = StudyRunner(work, places, args.quick, folder, folder)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))  # so `finally` stops the runs
+        try:
+            schedule(runner, started + 60 * args.max_minutes, plan=study_plan)
+        finally:
+            runner.stop_all()
+    print(report(study_cells(folder, args.quick), glue_cells.load()))
+
+
+if __name__ == "__main__":
+    main()
