@@ -340,9 +340,14 @@ def paper_steps(rule: str, steps: int = 4, xi: float = 3e-4, lr: float = 1e-2, w
     layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=xi, rule=rule)
     with torch.no_grad():
         layer.lora_B.normal_()
+    return hook_steps(layer, steps, lr, warmup, seed=1)
+
+
+def hook_steps(layer, steps, lr, warmup=0, seed=1):
+    """`steps` steps of train.py's calls on one layer (a fresh AdamW and hooks), loss (h · w).mean()."""
     hooks = methods.training_hooks("sparse_lora", warmup_steps=warmup)
     optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
@@ -402,24 +407,14 @@ def test_each_departure_is_a_switch_and_ours_without_them_is_the_paper():
 
 def test_a_cut_gate_stays_cut_under_the_paper_rule_once_a_step_is_below_xi():
     """A zero gate gets no gradient from |g| (its subgradient at 0 is 0), only the task's; AdamW moves it by
-    about lr, and T_ξ takes it back to 0 as long as that step is at most ξ: with lr ≤ ξ a cut gate stays
-    cut, with lr ten times ξ it comes back (the paper's rule lets gates flicker while the rate is high)."""
+    about lr (here exactly: 20 steps of a fresh AdamW, whose first step is lr · sign(gradient)), and T_ξ
+    takes it back to 0 as long as that step is at most ξ: with lr ≤ ξ a cut gate stays cut, with lr ten
+    times ξ it comes back (the paper's rule lets gates flicker while the rate is high)."""
     for lr, stays in ((1e-4, True), (3e-3, False)):
         layer = paper_steps("paper", xi=3e-4, lr=lr, steps=1)
         with torch.no_grad():
             layer.gate[1] = 0.0
-        hooks = methods.training_hooks("sparse_lora", warmup_steps=0)
-        optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)
-        g = torch.Generator().manual_seed(2)
-        history = []
-        for step in range(20):
-            x, w = torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g)
-            loss = (layer(x) * w).mean() + hooks.loss_term(layer)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            hooks.after_step(layer, optimizer, step, loss.item())
-            history.append(layer.gate[1].item())
+        history = [hook_steps(layer, 1, lr, seed=step).gate[1].item() for step in range(20)]
         assert all(v == 0.0 for v in history) == stays, (lr, history)
 
 

@@ -100,32 +100,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help=f"linear warm-up steps before linear decay (default {DEFAULT_WARMUP}; a run of no more steps warms up "
         "for its first 6%%)",
     )
-    p.add_argument("--r", type=positive_int, default=None, help="rank of the adapters (default 8)")
-    p.add_argument(
-        "--alpha", type=positive_float, default=None, help="LoRA/DoRA scaling numerator: update * alpha/r (default 16)"
-    )
-    p.add_argument("--dropout", type=probability, default=None, help="dropout on the adapters' input (default 0.1)")
-    p.add_argument("--target-modules", default=None, help="comma-separated HF module names (default query,value)")
-    p.add_argument(
-        "--sparse-lambda",
-        type=non_negative_float,
-        default=None,
-        help="sparse_lora: the soft threshold's size: ξ, subtracted from every |gate| after every step (--sora-rule "
-        "paper), or λ under ours, a rank kept while the loss gradient on its gate reaches λ "
-        f"(default {methods.sora.DEFAULT_SPARSE_LAMBDA}; 0: no pruning)",
-    )
-    p.add_argument(
-        "--sora-rule",
-        default=None,
-        help="sparse_lora: how gates start, learn and are cut: 'paper' (the authors' code: randn gates, an L1 term "
-        "in the loss, a constant ξ from step 0, weight decay 0.1) or 'ours' (default: the paper plus every departure "
-        f"in methods/sora.py: {', '.join(methods.sora.DEPARTURES)}); add or remove one with +name or -name, "
-        "e.g. ours-regrowth",
-    )
-    p.add_argument(
-        "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
-    )
-    p.add_argument("--no-double-quant", action="store_true", default=None, help="qlora, qdora: NF4 scales in fp32")
+    add_method_flags(p)
     p.add_argument(
         "--eval-every", type=non_negative_int, default=500, help="validate every N steps (0: only at the end)"
     )
@@ -163,6 +138,36 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache of token ids (default ~/.cache/minibert-peft)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
     return p
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of METHOD_FLAGS: what only some methods use (their defaults are filled by method_flags)."""
+    p.add_argument("--r", type=positive_int, default=None, help="rank of the adapters (default 8)")
+    p.add_argument(
+        "--alpha", type=positive_float, default=None, help="LoRA/DoRA scaling numerator: update * alpha/r (default 16)"
+    )
+    p.add_argument("--dropout", type=probability, default=None, help="dropout on the adapters' input (default 0.1)")
+    p.add_argument("--target-modules", default=None, help="comma-separated HF module names (default query,value)")
+    p.add_argument(
+        "--sparse-lambda",
+        type=non_negative_float,
+        default=None,
+        help="sparse_lora: the soft threshold's size: ξ, subtracted from every |gate| after every step (--sora-rule "
+        "paper), or λ under ours, a rank kept while the loss gradient on its gate reaches λ "
+        f"(default {methods.sora.DEFAULT_SPARSE_LAMBDA}; 0: no pruning)",
+    )
+    p.add_argument(
+        "--sora-rule",
+        default=None,
+        help="sparse_lora: how gates start, learn and are cut: 'paper' (the authors' code: randn gates, an L1 term "
+        "in the loss, a constant ξ from step 0, weight decay 0.1) or 'ours' (default: the paper plus every departure "
+        f"in methods/sora.py: {', '.join(methods.sora.DEPARTURES)}); add or remove one with +name or -name, "
+        "e.g. ours-regrowth",
+    )
+    p.add_argument(
+        "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
+    )
+    p.add_argument("--no-double-quant", action="store_true", default=None, help="qlora, qdora: NF4 scales in fp32")
 
 
 def parse_args(argv=None, description: str = ""):
