@@ -26,7 +26,7 @@ from methods.hira import HiRALinear
 from methods.hooks import TrainingHooks
 from methods.lora import LoRALinear
 from methods.qlora import quantize_linears
-from methods.sora import SoRAHooks, SoRALinear
+from methods.sora import SoRAHooks, SoRALinear, Sparsify
 from minibert.classifier import trained_head
 from minibert.model import Encoder
 from minibert.weights import module_names
@@ -109,9 +109,10 @@ def apply(
     return model
 
 
-def training_hooks(method: str, warmup_steps: int) -> TrainingHooks:
-    """What `method` adds to the training loop (methods/hooks.py): Sparse LoRA its gates, the others nothing."""
-    return SoRAHooks(warmup_steps) if method == "sparse_lora" else TrainingHooks()
+def training_hooks(method: str, warmup_steps: int, sparsify: Sparsify | None = None) -> TrainingHooks:
+    """What `method` adds to the training loop (methods/hooks.py): Sparse LoRA its gates (and, given
+    `sparsify`, its threshold raised in stages), the others nothing."""
+    return SoRAHooks(warmup_steps, sparsify) if method == "sparse_lora" else TrainingHooks()
 
 
 def train_head(model: nn.Module, head: list[str]) -> None:

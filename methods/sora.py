@@ -110,12 +110,14 @@ class SoRALinear(LoRALinear):
         dropout: float,
         sparse_lambda: float = DEFAULT_SPARSE_LAMBDA,
         rule: str = DEFAULT_RULE,
+        l1: float | None = None,
     ):
         super().__init__(base, r, alpha, dropout)
-        if sparse_lambda < 0:
-            raise AdapterError(f"sparse_lambda must be >= 0, got {sparse_lambda}")
+        if sparse_lambda < 0 or (l1 is not None and l1 < 0):
+            raise AdapterError(f"sparse_lambda and l1 must be >= 0, got {sparse_lambda} and {l1}")
         self.sparse_lambda = sparse_lambda  # ξ, or λ under the "adam" threshold
-        self.rule = parse_rule(rule)
+        self.rule = parse_rule(rule)  # l1: the L1 term's c instead of the rule's (None: the rule's)
+        self.rule = self.rule if l1 is None else replace(self.rule, l1=l1)
         self.gate = self.new_factor(r)  # g: (r,)
         if self.rule.gate_init == "ones":
             nn.init.ones_(self.gate)
@@ -284,13 +286,31 @@ def gate_map(model: nn.Module) -> str:
     return "\n".join(f"  {row:<9}" + "  ".join(cells) for row, cells in rows.items())
 
 
+@dataclass(frozen=True)
+class Sparsify:
+    """The authors' sparsifying scheduler (their SparseAdamW's lambda_schedule="linear"): the run is cut into
+    `stages` equal stages, and ξ rises linearly from the run's --sparse-lambda to `xi_max`, one value a stage,
+    so that validating at the end of each stage traces score against kept parameters in one run."""
+
+    xi_max: float  # ξ of the last stage
+    stages: int  # how many values ξ takes, the first the run's own
+    total_steps: int  # the run's length, cut into `stages` stages
+
+    def xi(self, start: float, step: int) -> float:
+        """ξ at `step`: start + (xi_max - start) * stage / (stages - 1), stage = step * stages // total_steps."""
+        stage = min(step * self.stages // self.total_steps, self.stages - 1)
+        return start + (self.xi_max - start) * stage / max(1, self.stages - 1)
+
+
 class SoRAHooks(TrainingHooks):
     """Sparse LoRA in the training loop (methods/hooks.py), by its rule (SoRARule): the gates in an AdamW
     group of their own, the L1 term in the loss, the soft threshold after every optimizer step once the
     gates are judged, and their ranks in the log."""
 
-    def __init__(self, warmup_steps: int):
+    def __init__(self, warmup_steps: int, sparsify: Sparsify | None = None):
         self.warmup_steps = warmup_steps  # under "judge_after_fall", no gate is judged during the warm-up
+        self.sparsify = sparsify  # ξ raised in stages over the run, or None: ξ as the layers were made with
+        self.xi_start: float | None = None  # the layers' own ξ, where a schedule starts from
         self.start = PruningStart()  # when judging starts: step 0, or under "judge_after_fall" once the loss fell
         self.xi: list[float] | None = None  # [min, median, max] of the last ξ (constant, or per gate under "adam")
 
@@ -316,13 +336,21 @@ class SoRAHooks(TrainingHooks):
                 return None
         elif self.start.started_at is None:
             self.start.started_at = step  # the paper: from the first step
+        if self.sparsify:  # the stage's ξ, in every layer
+            layers = sora_layers(model).values()
+            self.xi_start = self.xi_start if self.xi_start is not None else next(iter(layers)).sparse_lambda
+            for layer in layers:
+                layer.sparse_lambda = self.sparsify.xi(self.xi_start, step)
         self.xi = proximal_step(model, optimizer)  # g <- T_ξ(g)
         if rule.judge_after_fall and self.start.started_at == step:
             return f"step {step}: the training loss has fallen; Sparse LoRA starts judging its gates"
         return None
 
     def log(self, model):
-        return {"ranks": [row["rank"] for row in gate_report(model)]}  # the gates over training, per module
+        ranks = [row["rank"] for row in gate_report(model)]  # the gates over training, per module
+        return {"ranks": ranks} | (
+            {"xi": next(iter(sora_layers(model).values())).sparse_lambda} if self.sparsify else {}
+        )
 
     def report(self, model):
         return {
@@ -343,8 +371,8 @@ class SoRAHooks(TrainingHooks):
         )
 
     def state_dict(self):
-        return {"pruning": asdict(self.start), "xi": self.xi}
+        return {"pruning": asdict(self.start), "xi": self.xi, "xi_start": self.xi_start}
 
     def load_state_dict(self, state):
         self.start = PruningStart(**state["pruning"]) if "pruning" in state else PruningStart()
-        self.xi = state.get("xi")
+        self.xi, self.xi_start = state.get("xi"), state.get("xi_start")

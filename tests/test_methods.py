@@ -3,6 +3,7 @@ weights (in both directions through the adapter files; DoRA's gradients too), ex
 gates."""
 
 import copy
+import dataclasses
 import json
 import warnings
 
@@ -686,3 +687,13 @@ def test_gate_map_and_summary_show_the_kept_ranks_per_layer(dirs):
     summary = methods.training_hooks("sparse_lora", 0).summary(model, {"exported_params": 50, "trainable_params": 200})
     assert summary.startswith("Sparse LoRA kept 13 of 16 ranks (18.8% of the gates are zero)")
     assert summary.endswith("exported 50 of 200 trained parameters (25.0%)")
+
+
+def test_l1_option_sets_c_of_the_loss_term():
+    torch.manual_seed(0)
+    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, rule="paper", l1=3.0)
+    assert layer.rule == dataclasses.replace(methods.sora.PAPER, l1=3.0)
+    assert methods.sora.l1_term(layer).item() == pytest.approx(3.0 * layer.gate.abs().sum().item() / 4)
+    assert SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, rule="ours").rule.l1 == 0.0
+    with pytest.raises(methods.AdapterError, match="must be >= 0"):
+        SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, l1=-1.0)

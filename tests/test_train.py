@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import data
 import evaluate
+import methods
 import minibert
 import train
 from tests.test_loading import ROOT
@@ -53,6 +54,28 @@ def test_default_learning_rate_per_method(method, peak, tiny_model_dir, corpus, 
     assert metrics["hyperparameters"]["lr"] == peak
     steps = [row for row in read_log(tmp_path / method) if row["split"] == "train"]
     assert steps[-1]["lr"] == pytest.approx(peak * 2 / 5)  # step 1 of the 5 warm-up steps
+
+
+def test_sparsifying_schedule_raises_xi_in_stages_and_traces_the_ranks(tiny_model_dir, corpus, tmp_path, capsys):
+    """--sora-schedule 0.3,3 on a 30-step run under the paper's rule: ξ is 1e-3, then 0.1505, then 0.3, ten
+    steps each (the authors' linear lambda schedule), and each validation line carries the ranks it was
+    scored with, which fall as ξ rises."""
+    assert methods.sora.Sparsify(0.3, 3, 30).xi(1e-3, 0) == 1e-3
+    assert methods.sora.Sparsify(0.3, 3, 30).xi(1e-3, 10) == pytest.approx(0.1505)
+    assert methods.sora.Sparsify(0.3, 3, 30).xi(1e-3, 29) == pytest.approx(0.3)
+    out = tmp_path / "sparsify"
+    args = train_args(tiny_model_dir, corpus, out, "--method", "sparse_lora", "--sora-rule", "paper", "--max-steps",
+                      "30", "--eval-every", "10", "--log-every", "1", "--sparse-lambda", "1e-3", "--sora-schedule",
+                      "0.3,3")  # fmt: skip
+    assert train.main(args) == 0
+    log = read_log(out)
+    xis = {row["step"]: row["xi"] for row in log if row["split"] == "train"}
+    assert xis[5] == 1e-3 and xis[15] == pytest.approx(0.1505) and xis[25] == pytest.approx(0.3)
+    kept = [sum(row["ranks"]) for row in log if row["split"] == "validation"]
+    assert len(kept) == 3 and kept[0] > kept[-1], kept
+    with pytest.raises(SystemExit) as exit_:
+        train.main([*args[:-1], "0.3"])
+    assert exit_.value.code == 2 and "--sora-schedule: '0.3': write XI_MAX,STAGES" in capsys.readouterr().err
 
 
 def test_a_run_shorter_than_its_warm_up(tiny_model_dir, corpus, tmp_path, capsys):

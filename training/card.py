@@ -47,6 +47,7 @@ def model_card(m: dict) -> str:
             when = "never: the training loss did not fall" if started is None else f"from step {started}"
             when = f"; gates judged {when}"
         rule = f"rule {h.get('sora_rule') or 'ours'}, ξ/λ = {h['sparse_lambda']}"  # older runs: ours, the only rule
+        rule += f", L1 c = {h['sora_l1']}" if h.get("sora_l1") is not None else ""
         sparsity = f"{100 * zero:.1f}% of gates exactly zero ({rule}); ranks {ranks}{when}"
         extra = f"- **Sparsity:** {sparsity}\n"
     if m["method"] in ("qlora", "qdora"):

@@ -32,8 +32,8 @@ FILES = ("state.safetensors", "state.json")  # what the manifest vouches for
 # weights mean or how they go on learning. Only the length of the run and its cadence may change (--epochs,
 # --max-steps, --eval-every, --save-every, --log-every, --keep-checkpoints) and where it runs (--device).
 RESUME_IDENTITY = ("data_files", "method", "model", "r", "alpha", "dropout", "target_modules", "sparse_lambda",
-                   "sora_rule", "blocksize", "no_double_quant", "max_seq_len", "batch_size", "seed", "lr",
-                   "warmup_steps", "weight_decay")  # fmt: skip
+                   "sora_rule", "sora_l1", "sora_schedule", "blocksize", "no_double_quant", "max_seq_len",
+                   "batch_size", "seed", "lr", "warmup_steps", "weight_decay")  # fmt: skip
 
 
 class ResumeError(Exception):

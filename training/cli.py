@@ -29,6 +29,8 @@ METHOD_FLAGS = {  # flags that only some methods use: name -> (default, the meth
     "target_modules": (None, ADAPTERS),
     "sparse_lambda": (methods.sora.DEFAULT_SPARSE_LAMBDA, ("sparse_lora",)),
     "sora_rule": (methods.sora.DEFAULT_RULE, ("sparse_lora",)),
+    "sora_schedule": (None, ("sparse_lora",)),
+    "sora_l1": (None, ("sparse_lora",)),
     "blocksize": (64, methods.QUANTISED),
     "no_double_quant": (False, methods.QUANTISED),
 }
@@ -165,6 +167,22 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
         "e.g. ours-regrowth",
     )
     p.add_argument(
+        "--sora-l1",
+        type=non_negative_float,
+        default=None,
+        help="sparse_lora: c of the L1 term c * Σ|g| / (number of gates) added to the loss, instead of the rule's "
+        "(paper: 10; ours: 0, no term)",
+    )
+    p.add_argument(
+        "--sora-schedule",
+        type=xi_schedule,
+        default=None,
+        metavar="XI_MAX,STAGES",
+        help="sparse_lora: the authors' sparsifying scheduler: cut the run into STAGES equal stages and raise ξ "
+        "linearly from --sparse-lambda to XI_MAX, one value a stage; with --eval-every at a stage's length, the "
+        "validations trace score against kept ranks (train_log.jsonl). Default: off",
+    )
+    p.add_argument(
         "--blocksize", type=positive_int, default=None, help="qlora, qdora: weights per NF4 scale (default 64)"
     )
     p.add_argument("--no-double-quant", action="store_true", default=None, help="qlora, qdora: NF4 scales in fp32")
@@ -201,6 +219,26 @@ def method_flags(args, say) -> None:
             raise UsageError(f"--sora-rule: {e}") from None
 
 
+def xi_schedule(text: str) -> str:
+    """--sora-schedule's "XI_MAX,STAGES", e.g. "3e-3,5", checked (kept as text: it goes into metrics.json)."""
+    try:
+        xi_max, stages = text.split(",")
+        xi_max, stages = float(xi_max), int(stages)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write XI_MAX,STAGES, e.g. 3e-3,5") from None
+    if xi_max < 0 or stages < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: XI_MAX must be >= 0 and STAGES at least 2")
+    return text
+
+
+def sparsify(args, total_steps: int) -> "methods.sora.Sparsify | None":
+    """The --sora-schedule of this run, over its `total_steps`, or None."""
+    if not args.sora_schedule:
+        return None
+    xi_max, stages = args.sora_schedule.split(",")
+    return methods.sora.Sparsify(float(xi_max), int(stages), total_steps)
+
+
 def fit_warmup(args, total_steps: int, say) -> None:
     """The default warm-up, DEFAULT_WARMUP steps, unless the run is no longer: then 6% of it (run_glue's and
     the LoRA paper's ratio), said in one line. A warm-up the user chose is kept, with a warning if the run
@@ -218,7 +256,7 @@ def fit_warmup(args, total_steps: int, say) -> None:
 
 def method_options(args) -> dict:
     if args.method == "sparse_lora":
-        return {"sparse_lambda": args.sparse_lambda, "rule": args.sora_rule}
+        return {"sparse_lambda": args.sparse_lambda, "rule": args.sora_rule, "l1": args.sora_l1}
     if args.method in methods.QUANTISED:
         return {"blocksize": args.blocksize, "double_quant": not args.no_double_quant}
     return {}

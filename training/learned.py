@@ -90,8 +90,8 @@ def training_model(metrics: dict):
         model = tasks.from_run(metrics).load_model(metrics["base_model"], dtype=None, device="cpu")
     if method == "full":
         return methods.apply(model, method)
-    options = {"sparse_lambda": h["sparse_lambda"], "rule": h.get("sora_rule") or methods.sora.DEFAULT_RULE} \
-        if method == "sparse_lora" else {}  # fmt: skip
+    options = {"sparse_lambda": h["sparse_lambda"], "rule": h.get("sora_rule") or methods.sora.DEFAULT_RULE,
+               "l1": h.get("sora_l1")} if method == "sparse_lora" else {}  # fmt: skip
     if method in methods.QUANTISED:
         options = {"blocksize": h["blocksize"], "double_quant": not h["no_double_quant"]}
     targets = h["target_modules"].split(",") if h.get("target_modules") else None
