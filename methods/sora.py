@@ -347,10 +347,11 @@ class SoRAHooks(TrainingHooks):
         return None
 
     def log(self, model):
-        ranks = [row["rank"] for row in gate_report(model)]  # the gates over training, per module
-        return {"ranks": ranks} | (
-            {"xi": next(iter(sora_layers(model).values())).sparse_lambda} if self.sparsify else {}
-        )
+        layers = sora_layers(model).values()
+        ranks = [layer.rank() for layer in layers]  # the gates over training, per module
+        kept = sum(layer.rank() * (layer.lora_A.shape[1] + layer.lora_B.shape[0]) for layer in layers)  # A and B
+        line = {"ranks": ranks, "kept_params": kept}  # kept_params: the exported adapter's A and B, head aside
+        return line | ({"xi": next(iter(layers)).sparse_lambda} if self.sparsify else {})
 
     def report(self, model):
         return {

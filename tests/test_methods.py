@@ -687,6 +687,9 @@ def test_gate_map_and_summary_show_the_kept_ranks_per_layer(dirs):
     summary = methods.training_hooks("sparse_lora", 0).summary(model, {"exported_params": 50, "trainable_params": 200})
     assert summary.startswith("Sparse LoRA kept 13 of 16 ranks (18.8% of the gates are zero)")
     assert summary.endswith("exported 50 of 200 trained parameters (25.0%)")
+    hidden = layers["layers.0.attention.query"].lora_A.shape[1]
+    line = methods.training_hooks("sparse_lora", 0).log(model)
+    assert line == {"ranks": [1, 4, 4, 4], "kept_params": 13 * 2 * hidden}  # a rank: a row of A, a column of B
 
 
 def test_l1_option_sets_c_of_the_loss_term():

@@ -14,6 +14,7 @@ first, then seed 1, then seed 2. Used by hand only: the tests never download any
 """
 
 import argparse
+import math
 import signal
 import statistics
 import sys
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tests.benchmarks import glue_cells
-from tests.benchmarks.glue_recipe import SEEDS, build_glue, command
-from tests.benchmarks.glue_report import chosen_rates, score
+from tests.benchmarks.glue_recipe import SEEDS, build_glue, command, max_steps
+from tests.benchmarks.glue_report import SCORE, chosen_rates, score
 from tests.benchmarks.glue_suite import Job, Runner, schedule
-from tests.benchmarks.real_encoder import ROOT, fetch_minilm
+from tests.benchmarks.real_encoder import FIGURES, ROOT, fetch_minilm, figure
 
 STUDY_CELLS = ROOT / "docs" / "glue" / "sora-cells"
 STUDY_TASKS = ("stsb", "cola")  # the smallest spread between seeds, and the task with a failed seed
@@ -37,18 +38,41 @@ class Variant(NamedTuple):
     what: str  # one line for the report
 
 
-VARIANTS = {
-    "sora-paper": Variant("sparse_lora", ("--sora-rule", "paper"), "Sparse LoRA, the authors' rule (ξ = 3e-4)"),
+SCHEDULE_STAGES = 7  # the authors' lambda_num in run_glue_sora_schedule_dense.sh
+VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
+    "sora-paper": Variant("sparse_lora", ("--sora-rule", "paper"), "Sparse LoRA, the authors' rule (c = 10)"),
     "lora-r4": Variant("lora", ("--r", "4"), "LoRA, r = 4"),
     "lora-r2": Variant("lora", ("--r", "2"), "LoRA, r = 2"),
     "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
+    "sora-paper-c3": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "3"), "the authors' rule, c = 3"),
+    "sora-paper-c1": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "1"), "the authors' rule, c = 1"),
+    "sora-schedule": Variant(  # their schedule script: c = 1e-3, ξ from 0 to 7e-4 in 7 stages, no early stop
+        "sparse_lora",
+        (
+            "--sora-rule",
+            "paper",
+            "--sora-l1",
+            "1e-3",
+            "--sparse-lambda",
+            "0",
+            "--sora-schedule",
+            f"7e-4,{SCHEDULE_STAGES}",
+            "--patience",
+            "0",
+            "--eval-every",
+            "{stage}",
+        ),
+        "the authors' sparsifying scheduler (ξ 0 → 7e-4)",
+    ),  # fmt: skip
 }
 SUITE_ROWS = {"ours": "sparse_lora", "lora-r8": "lora"}  # read from the suite's cells: its own rows
 
 
 def study_command(variant: str, task: str, lr: float, seed: int, quick: bool = False) -> list[str]:
-    """The suite's command for the variant's method, plus the variant's flags."""
-    return command(VARIANTS[variant].method, task, lr, seed, quick=quick) + list(VARIANTS[variant].flags)
+    """The suite's command for the variant's method, plus the variant's flags (a later flag wins)."""
+    method = VARIANTS[variant].method
+    stage = math.ceil((6 if quick else max_steps(method, task)) / SCHEDULE_STAGES)
+    return command(method, task, lr, seed, quick=quick) + [f.format(stage=stage) for f in VARIANTS[variant].flags]
 
 
 class StudyRunner(Runner):
@@ -102,6 +126,43 @@ def report(cells: dict, suite: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_frontier(cells: dict, suite: dict, figures: Path = FIGURES) -> Path:
+    """Per task, test score against exported parameters, each row's mean over its seeds with the standard
+    error: LoRA at r = 1, 2, 4, 8 joined by a line (the fixed-rank frontier), every Sparse LoRA row a point."""
+    plt, path = figure(figures, "sora_frontier.png")
+    fig, axes = plt.subplots(1, len(STUDY_TASKS), figsize=(5.2 * len(STUDY_TASKS), 4.0))
+    for ax, task in zip(axes, STUDY_TASKS, strict=True):
+        points = {}
+        for row, by_task in rows(cells, suite).items():
+            if by_task[task]:
+                got = by_task[task]
+                scores = [100 * score(c, task) for c in got]
+                se = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else 0.0
+                points[row] = (statistics.mean(c["exported_params"] for c in got), statistics.mean(scores), se)
+        lora = sorted(v for k, v in points.items() if k.startswith("lora-"))
+        if lora:
+            xs, ys, errors = zip(*lora, strict=True)
+            ax.errorbar(xs, ys, yerr=errors, fmt="-o", color="C0", label="LoRA, r = 1, 2, 4, 8", capsize=3)
+        others = sorted((k, v) for k, v in points.items() if not k.startswith("lora-") and k != "sora-schedule")
+        for i, (row, (x, y, e)) in enumerate(others):
+            label = "Sparse LoRA, ours (the converged row)" if row == "ours" else VARIANTS[row].what
+            ax.errorbar([x], [y], yerr=[e], fmt="s", color=f"C{i + 1}", label=label, capsize=3)
+        schedule = [c for (v, t, _, s), c in cells.items() if v == "sora-schedule" and t == task and s == 0]
+        for cell in schedule:  # one run: the validation at each stage's end, at the ranks it kept then
+            best = next(p for p in cell["validation_curve"] if p["step"] == cell["best_step"])
+            head = cell["exported_params"] - best["kept_params"]  # what the file holds besides A and B
+            curve = [(p["kept_params"] + head, 100 * p[SCORE[task]]) for p in cell["validation_curve"]]
+            ax.plot(*zip(*curve, strict=True), "--^", color="gray", label=f"{VARIANTS['sora-schedule'].what}, seed 0, "
+                    "validation")  # fmt: skip
+        ax.set(xscale="log", title=task, xlabel="exported parameters (adapter and head)", ylabel="test score x 100")
+        ax.legend(fontsize=7)
+    fig.suptitle("Is a learned rank better than a smaller fixed one? all-MiniLM-L6-v2, mean ± SE over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--glue-dir", type=Path, help="folder holding glue-stsb/, glue-cola/, ... as GLUE ships them; "
@@ -126,7 +187,10 @@ def main():
             schedule(runner, started + 60 * args.max_minutes, plan=study_plan)
         finally:
             runner.stop_all()
-    print(report(study_cells(folder, args.quick), glue_cells.load()))
+    cells, suite = study_cells(folder, args.quick), glue_cells.load()
+    print(report(cells, suite))
+    if not args.quick:
+        print(f"figure: {plot_frontier(cells, suite).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
