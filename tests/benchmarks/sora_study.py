@@ -26,7 +26,7 @@ from tests.benchmarks import glue_cells
 from tests.benchmarks.glue_recipe import SEEDS, build_glue, command, max_steps
 from tests.benchmarks.glue_report import SCORE, chosen_rates, score
 from tests.benchmarks.glue_suite import Job, Runner, schedule
-from tests.benchmarks.real_encoder import FIGURES, ROOT, fetch_minilm, figure
+from tests.benchmarks.real_encoder import FIGURES, ROOT, fetch_minilm, figure, write_between_markers
 
 STUDY_CELLS = ROOT / "docs" / "glue" / "sora-cells"
 STUDY_TASKS = ("stsb", "cola")  # the smallest spread between seeds, and the task with a failed seed
@@ -117,11 +117,11 @@ def report(cells: dict, suite: dict) -> str:
             if not got:
                 continue
             scores = [100 * score(c, task) for c in got]
-            se = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else float("nan")
+            se = f"± {statistics.stdev(scores) / len(scores) ** 0.5:.1f}" if len(scores) > 1 else "(one seed)"
             exported = statistics.mean(c["exported_params"] for c in got)
             zero = [c["zero_gate_share"] for c in got if c["zero_gate_share"] is not None]
             zero_text = f"{100 * statistics.mean(zero):.0f}%" if zero else "-"
-            lines.append(f"| {row} | {task} | {statistics.mean(scores):.1f} ± {se:.1f} | {exported:,.0f} | "
+            lines.append(f"| {row} | {task} | {statistics.mean(scores):.1f} {se} | {exported:,.0f} | "
                          f"{zero_text} | {len(got)} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -188,9 +188,11 @@ def main():
         finally:
             runner.stop_all()
     cells, suite = study_cells(folder, args.quick), glue_cells.load()
-    print(report(cells, suite))
-    if not args.quick:
-        print(f"figure: {plot_frontier(cells, suite).relative_to(ROOT)}")
+    table = report(cells, suite)
+    print(table)
+    if not args.quick:  # the page shows what the stored cells say, nothing else
+        write_between_markers(ROOT / "docs" / "sparse_lora.md", "sora-study", table + "\n")
+        print(f"figure: {plot_frontier(cells, suite).relative_to(ROOT)}; table: docs/sparse_lora.md")
 
 
 if __name__ == "__main__":
