@@ -46,6 +46,12 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
     "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
     "sora-paper-c3": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "3"), "the authors' rule, c = 3"),
     "sora-paper-c1": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "1"), "the authors' rule, c = 1"),
+    "sora-paper-xi1e-4": Variant(
+        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4"
+    ),
+    "sora-paper-xi3e-5": Variant(
+        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "3e-5"), "the authors' rule, ξ = 3e-5"
+    ),
     "sora-schedule": Variant(  # their schedule script: c = 1e-3, ξ from 0 to 7e-4 in 7 stages, no early stop
         "sparse_lora",
         (
