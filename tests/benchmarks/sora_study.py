@@ -158,8 +158,13 @@ def plot_frontier(cells: dict, suite: dict, figures: Path = FIGURES) -> Path:
             best = next(p for p in cell["validation_curve"] if p["step"] == cell["best_step"])
             head = cell["exported_params"] - best["kept_params"]  # what the file holds besides A and B
             curve = [(p["kept_params"] + head, 100 * p[SCORE[task]]) for p in cell["validation_curve"]]
-            ax.plot(*zip(*curve, strict=True), "--^", color="gray", label=f"{VARIANTS['sora-schedule'].what}, seed 0, "
+            floor = min(y for _, y, _ in points.values()) - 5  # a stage that collapsed is drawn at the floor
+            shown = [(x, max(y, floor)) for x, y in curve]
+            ax.plot(*zip(*shown, strict=True), "--^", color="gray", label=f"{VARIANTS['sora-schedule'].what}, seed 0, "
                     "validation")  # fmt: skip
+            for (x, y), (_, y_shown) in zip(curve, shown, strict=True):
+                if y < y_shown:
+                    ax.annotate(f"{y:.0f}", (x, y_shown), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set(xscale="log", title=task, xlabel="exported parameters (adapter and head)", ylabel="test score x 100")
         ax.legend(fontsize=7)
     fig.suptitle("Is a learned rank better than a smaller fixed one? all-MiniLM-L6-v2, mean ± SE over seeds")
