@@ -16,8 +16,9 @@ scaling are folded into B: a plain, smaller LoRA (methods/peft_format.py).
 
 The rule, as the authors' code runs it (SoRARule's defaults: `--sora-rule paper`): g starts randn; the loss
 gets c * Σ|g| / (number of gates), c = 10; the gates learn at the adapters' rate without weight decay, A and
-B with weight decay 0.1; after every AdamW step from step 0, the constant ξ = 3e-4; a cut gate gets a
-gradient only from the L1 term and its next step is thresholded again. (Their code zeroes every gate within
+B with weight decay 0.1; after every AdamW step from step 0, the constant ξ = 3e-4. A cut gate is not
+frozen: |g| has no gradient at 0 but the task's has, AdamW moves the gate by about lr, and T_ξ cuts it again
+only while that step is below ξ (so while lr > ξ a cut gate may come back). (Their code zeroes every gate within
 2ξ of zero after subtracting ξ, a quirk of its three masked assignments; this file uses T_ξ as the paper
 writes it. The difference is one ξ, 3e-4 of a gate.)
 
