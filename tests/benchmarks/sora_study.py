@@ -33,9 +33,10 @@ STUDY_TASKS = ("stsb", "cola")  # the smallest spread between seeds, and the tas
 
 
 class Variant(NamedTuple):
-    method: str  # the suite's method whose rate and command it takes
+    method: str  # the suite's method whose command it takes
     flags: tuple[str, ...]  # the train.py flags it adds
     what: str  # one line for the report
+    lr: float | None = None  # its learning rate; None: the one the suite chose for its method
 
 
 SCHEDULE_STAGES = 7  # the authors' lambda_num in run_glue_sora_schedule_dense.sh
@@ -46,6 +47,10 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
     "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
     "sora-paper-c3": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "3"), "the authors' rule, c = 3"),
     "sora-paper-c1": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "1"), "the authors' rule, c = 1"),
+    **{  # our rule at LoRA's rate, λ 10, 33 and 100 times the old default
+        f"sora-ours-lam{lam}": Variant("sparse_lora", ("--sparse-lambda", lam), f"ours, λ = {lam}, lr 3e-4", 3e-4)
+        for lam in ("3e-3", "1e-2", "3e-2")
+    },
     "sora-paper-xi1e-4": Variant(
         "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4"
     ),
@@ -100,7 +105,9 @@ def study_plan(runner: StudyRunner) -> tuple[list[Job], dict]:
     """Every run still to do, seed by seed (breadth-first), and the cells that say how long a run takes."""
     rates = chosen_rates(glue_cells.load())
     cells = study_cells(runner.cells_dir, runner.quick)
-    jobs = [Job(v, t, rates[VARIANTS[v].method], s) for s in SEEDS for t in STUDY_TASKS for v in VARIANTS]
+    jobs = [
+        Job(v, t, VARIANTS[v].lr or rates[VARIANTS[v].method], s) for s in SEEDS for t in STUDY_TASKS for v in VARIANTS
+    ]
     timed = cells if runner.quick else cells | glue_cells.load()  # how long a run takes: the suite's say too
     return [job for job in jobs if job.key not in cells], timed
 
