@@ -98,7 +98,7 @@ def fine_tune(args) -> int:
             raise UsageError(f"the training split is smaller than one batch of {args.batch_size * world}")
         total_steps = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
         cli.fit_warmup(args, total_steps, say)
-        hooks = methods.training_hooks(args.method, args.warmup_steps, cli.sparsify(args, total_steps))
+        hooks = methods.training_hooks(args.method, args.warmup_steps, total_steps, cli.sparsify(args, total_steps))
         # fused: each parameter's update in one pass (the same numbers to ~1e-7; a full fine-tuning step ~15% faster)
         optimizer = torch.optim.AdamW(hooks.param_groups(model, args.weight_decay), lr=args.lr, fused=True)
         state = RunState()

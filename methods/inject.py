@@ -109,10 +109,12 @@ def apply(
     return model
 
 
-def training_hooks(method: str, warmup_steps: int, sparsify: Sparsify | None = None) -> TrainingHooks:
-    """What `method` adds to the training loop (methods/hooks.py): Sparse LoRA its gates (and, given
-    `sparsify`, its threshold raised in stages), the others nothing."""
-    return SoRAHooks(warmup_steps, sparsify) if method == "sparse_lora" else TrainingHooks()
+def training_hooks(
+    method: str, warmup_steps: int, total_steps: int = 0, sparsify: Sparsify | None = None
+) -> TrainingHooks:
+    """What `method` adds to the training loop (methods/hooks.py) of a run of `total_steps`: Sparse LoRA its
+    gates (and, given `sparsify`, its threshold raised in stages), the others nothing."""
+    return SoRAHooks(warmup_steps, total_steps, sparsify) if method == "sparse_lora" else TrainingHooks()
 
 
 def train_head(model: nn.Module, head: list[str]) -> None:

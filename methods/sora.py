@@ -61,6 +61,7 @@ DEFAULT_SPARSE_LAMBDA = 3e-4  # ξ (the paper's constant) or λ (Adam's metric):
 DEFAULT_RULE = "ours"  # --sora-rule
 START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
 GATE_LR_SCALE = 10.0  # the gates' learning rate under "fast_gates", in multiples of the adapters'
+JUDGE_FROM = 0.25  # under "judge_late", the share of the run's steps before any gate is judged
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class SoRARule:
     l1: float = 10.0  # c: the loss gets c * Σ|g| / (number of gates); 0: no L1 term
     gate_lr_scale: float = 1.0  # the gates' learning rate, in multiples of the adapters'
     judge_after_fall: bool = False  # judge only after the warm-up and a fall of the loss (PruningStart)
+    judge_from: float = 0.0  # the share of the run's steps before any gate is judged (0: from the first step)
     regrow: bool = False  # a cut rank keeps learning through the ghost term, and may come back
     adapter_weight_decay: float | None = 0.1  # AdamW's weight decay on A, B (and a head); None: --weight-decay
 
@@ -83,17 +85,22 @@ DEPARTURES = {  # this project's departures from the paper: name -> (the field i
     "no_l1": ("l1", 0.0),
     "fast_gates": ("gate_lr_scale", GATE_LR_SCALE),
     "judge_after_fall": ("judge_after_fall", True),
+    "judge_late": ("judge_from", JUDGE_FROM),
     "regrowth": ("regrow", True),
     "train_weight_decay": ("adapter_weight_decay", None),
 }
 
 
+OURS = ("ones", "adam_threshold", "no_l1", "fast_gates", "judge_after_fall", "regrowth", "train_weight_decay")
+
+
 def parse_rule(spec: str) -> SoRARule:
-    """ "paper", "ours" (the paper with every departure), then any "+name" or "-name": e.g. "ours-regrowth"."""
+    """ "paper", "ours" (the paper with the departures in OURS), then any "+name" or "-name": e.g.
+    "ours-regrowth"."""
     base, *changes = re.split(r"(?=[+-])", spec)
     if base not in ("paper", "ours"):
         raise AdapterError(f"Sparse LoRA rule {spec!r}: start with 'paper' or 'ours', e.g. 'ours-regrowth'")
-    on = set(DEPARTURES) if base == "ours" else set()
+    on = set(OURS) if base == "ours" else set()
     for change in changes:
         name = change[1:]
         if name not in DEPARTURES:
@@ -308,8 +315,9 @@ class SoRAHooks(TrainingHooks):
     group of their own, the L1 term in the loss, the soft threshold after every optimizer step once the
     gates are judged, and their ranks in the log."""
 
-    def __init__(self, warmup_steps: int, sparsify: Sparsify | None = None):
+    def __init__(self, warmup_steps: int, total_steps: int = 0, sparsify: Sparsify | None = None):
         self.warmup_steps = warmup_steps  # under "judge_after_fall", no gate is judged during the warm-up
+        self.total_steps = total_steps  # the run's length: under "judge_late" no gate is judged in its first share
         self.sparsify = sparsify  # ξ raised in stages over the run, or None: ξ as the layers were made with
         self.xi_start: float | None = None  # the layers' own ξ, where a schedule starts from
         self.start = PruningStart()  # when judging starts: step 0, or under "judge_after_fall" once the loss fell
@@ -332,6 +340,8 @@ class SoRAHooks(TrainingHooks):
 
     def after_step(self, model, optimizer, step, loss):
         rule = rule_of(model)
+        if step < rule.judge_from * self.total_steps:
+            return None
         if rule.judge_after_fall:
             if not self.start.update(loss, warmed_up=step >= self.warmup_steps):
                 return None

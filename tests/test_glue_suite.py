@@ -226,3 +226,14 @@ def test_a_run_is_timed_by_its_method_or_else_by_the_task():
     assert glue_suite.expected_s(Job("dora", "rte", 1e-3, 0), cells) == 1700.0
     assert glue_suite.expected_s(Job("full", "rte", 5e-5, 0, longer=True), cells) == 1200.0
     assert glue_suite.expected_s(Job("dora", "sst2", 1e-3, 0), cells) is None
+
+
+def test_a_sparse_lora_cell_keeps_its_gates():
+    """Where judging started, the kept ranks per module and the spread at the end; nothing for other methods."""
+    gates = [{"module": "layers.0.attention.query", "rank": 3, "r": 8, "zero_fraction": 0.625},
+             {"module": "layers.0.attention.value", "rank": 8, "r": 8, "zero_fraction": 0.0}]  # fmt: skip
+    spread = {"abs_gate": [0.1, 0.5, 1.2], "b_norm": [0.3, 0.6, 0.9], "xi": [1e-6, 2e-6, 5e-6]}
+    metrics = {"sparse_lora_gates": gates, "pruning_started_at": 388, "gate_spread": spread, "test_loss": 0.5}
+    fields = glue_cells.sparse_lora_fields(metrics)
+    assert fields == {"pruning_started_at": 388, "kept_ranks": [3, 8], "gate_spread": spread}
+    assert glue_cells.sparse_lora_fields({"test_loss": 0.5}) == {}

@@ -5,6 +5,7 @@ gates."""
 import copy
 import dataclasses
 import json
+import math
 import warnings
 
 import peft
@@ -346,7 +347,7 @@ def paper_steps(rule: str, steps: int = 4, xi: float = 3e-4, lr: float = 1e-2, w
 
 def hook_steps(layer, steps, lr, warmup=0, seed=1):
     """`steps` steps of train.py's calls on one layer (a fresh AdamW and hooks), loss (h · w).mean()."""
-    hooks = methods.training_hooks("sparse_lora", warmup_steps=warmup)
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=warmup, total_steps=steps)
     optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
@@ -404,6 +405,24 @@ def test_each_departure_is_a_switch_and_ours_without_them_is_the_paper():
         methods.sora.parse_rule("ours-fast")
     with pytest.raises(methods.AdapterError, match="start with 'paper' or 'ours'"):
         methods.sora.parse_rule("mine")
+
+
+def test_judge_late_judges_no_gate_in_the_first_share_of_the_run():
+    """Under "judge_late" the gates learn but no gate is thresholded until JUDGE_FROM of the run has passed."""
+    steps = 8
+    first = math.ceil(methods.sora.JUDGE_FROM * steps)  # the first step judged
+    torch.manual_seed(0)
+    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=0.1, rule="paper+judge_late")
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=steps)
+    optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=1e-2)
+    for step in range(steps):
+        (layer(torch.randn(8, 6)) * torch.randn(8, 5)).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stepped = layer.gate.detach().clone()
+        hooks.after_step(layer, optimizer, step, 0.0)
+        assert torch.equal(layer.gate, stepped) == (step < first), step  # T_ξ changes the gates from `first` on
+    assert 0 < first < steps and hooks.start.started_at == first
 
 
 def test_a_cut_gate_stays_cut_under_the_paper_rule_once_a_step_is_below_xi():

@@ -59,10 +59,23 @@ def record(run_dir: Path, argv: list[str], key: tuple, wall_s: float, threads: i
         "wall_s": round(wall_s, 1), "train_time_s": round(m["train_time_s"], 1),
         "eval_time_s": round(m["eval_time_s"], 1),
         "trainable_params": m["trainable_params"], "exported_params": m["exported_params"],
-        "zero_gate_share": m.get("zero_gate_share"), "peak_memory_mb": round(m["peak_memory_mb"], 1),
+        "zero_gate_share": m.get("zero_gate_share"), **sparse_lora_fields(m),
+        "peak_memory_mb": round(m["peak_memory_mb"], 1),
         "examples": {split: m[f"{split}_examples"] for split in ("train", "validation", "test")},
         "machine": f"{m['device']}, {threads} thread, torch {m['torch']}, {platform.machine()}",
     }  # fmt: skip
+
+
+def sparse_lora_fields(metrics: dict) -> dict:
+    """A Sparse LoRA run's gates at the end: the step judging started, the kept ranks per module (in the
+    model's order, e.g. layer 0 query, layer 0 value, ...) and [min, median, max] of |g|, ‖B_i‖ and ξ."""
+    if "sparse_lora_gates" not in metrics:
+        return {}
+    return {
+        "pruning_started_at": metrics["pruning_started_at"],
+        "kept_ranks": [row["rank"] for row in metrics["sparse_lora_gates"]],
+        "gate_spread": metrics["gate_spread"],
+    }
 
 
 def save(cell: dict, folder: Path = CELLS) -> Path:

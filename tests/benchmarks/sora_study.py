@@ -47,15 +47,21 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
     "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
     "sora-paper-c3": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "3"), "the authors' rule, c = 3"),
     "sora-paper-c1": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "1"), "the authors' rule, c = 1"),
+    **{  # the same, judging no gate in the first quarter of the run, while every rank is still being built
+        f"sora-ours-late-lam{lam}": Variant(
+            "sparse_lora",
+            ("--sora-rule", "ours+judge_late", "--sparse-lambda", lam),
+            f"ours judging late, λ = {lam}",
+            3e-4,
+        )
+        for lam in ("3e-3", "1e-2")
+    },
     **{  # our rule at LoRA's rate, λ 10, 33 and 100 times the old default
         f"sora-ours-lam{lam}": Variant("sparse_lora", ("--sparse-lambda", lam), f"ours, λ = {lam}, lr 3e-4", 3e-4)
         for lam in ("3e-3", "1e-2", "3e-2")
     },
     "sora-paper-xi1e-4": Variant(
         "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4"
-    ),
-    "sora-paper-xi3e-5": Variant(
-        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "3e-5"), "the authors' rule, ξ = 3e-5"
     ),
     "sora-schedule": Variant(  # their schedule script: c = 1e-3, ξ from 0 to 7e-4 in 7 stages, no early stop
         "sparse_lora",
