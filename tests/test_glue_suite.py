@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.benchmarks import glue_cells, glue_report, glue_suite
-from tests.benchmarks.glue_recipe import GRID, MAX_STEPS, METHODS, SWEEP_TASKS, TARGETS, TASKS, command
+from tests.benchmarks.glue_recipe import GRID, MAX_STEPS, METHODS, SAME_RATE, SWEEP_TASKS, TARGETS, TASKS, command
 from tests.benchmarks.glue_suite import Job
 
 
@@ -63,9 +63,11 @@ def test_runs_go_breadth_first():
     assert jobs.index(Job("lora", "sst2", mid, 1)) > max(jobs.index(j) for j in jobs if j[3] == 0)
     assert not set(cells) & {j.key for j in jobs}
     assert not any(j.longer for j in jobs)  # no target check before full fine-tuning's seed-0 row
-    assert len([j for j in jobs if j[3] == 0 and j[0] != "lora"]) == sum(  # every other method's sweep
-        len(GRID[m]) * len(SWEEP_TASKS) for m in METHODS if m != "lora"
+    assert len([j for j in jobs if j[3] == 0 and j[0] not in ("lora", "sparse_lora")]) == sum(  # the others' sweeps
+        len(GRID[m]) * len(SWEEP_TASKS) for m in METHODS if m != "lora" and m not in SAME_RATE
     )
+    assert [j for j in jobs if j[0] == "sparse_lora" and j[3] == 0] == [Job("sparse_lora", t, mid, 0) for t in TASKS]
+    assert glue_report.rates("sparse_lora", {}) == ([], None)  # no sweep of its own, and nothing before LoRA's
 
 
 def test_a_cell_from_other_settings_is_not_read(tmp_path):

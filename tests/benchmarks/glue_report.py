@@ -23,6 +23,7 @@ from tests.benchmarks.glue_recipe import (
     METHODS,
     NAMES,
     PATIENCE,
+    SAME_RATE,
     SCORE,
     SEEDS,
     SWEEP_BY_LOSS,
@@ -48,7 +49,10 @@ def sweep_value(cell: dict) -> float:
 
 
 def rates(method: str, cells: dict) -> tuple[list[float], float | None]:
-    """(the rates to sweep, the chosen rate or None): GRID, extended past an edge that won (see module doc)."""
+    """(the rates to sweep, the chosen rate or None): GRID, extended past an edge that won (see module doc);
+    for a method in SAME_RATE, no sweep and the other method's chosen rate."""
+    if method in SAME_RATE:
+        return [], rates(SAME_RATE[method], cells)[1]
     grid = sorted(GRID[method])
     while all((method, task, lr, 0) in cells for lr in grid for task in SWEEP_TASKS):
         mean = {lr: statistics.fmean(sweep_value(cells[method, t, lr, 0]) for t in SWEEP_TASKS) for lr in grid}
@@ -67,10 +71,12 @@ def chosen_rates(cells: dict) -> dict[str, float]:
 
 
 def table_cells(cells: dict) -> dict[str, dict[str, list[dict]]]:
-    """{method: {task: the cells at its chosen rate, by seed}} of the methods whose rate is chosen."""
+    """{method: {task: the cells at its chosen rate, by seed}} of the methods whose rate is chosen and that
+    have a cell at it."""
     chosen = chosen_rates(cells)
-    return {m: {t: [cells[m, t, lr, s] for s in SEEDS if (m, t, lr, s) in cells] for t in TASKS}
+    rows = {m: {t: [cells[m, t, lr, s] for s in SEEDS if (m, t, lr, s) in cells] for t in TASKS}
             for m, lr in chosen.items()}  # fmt: skip
+    return {m: runs for m, runs in rows.items() if any(runs.values())}
 
 
 def mean_std(values: list[float]) -> str:

@@ -6,10 +6,11 @@
 
 Every run is a cell of the converged suite (tests/benchmarks/glue_suite.py, glue_recipe.py: the same steps,
 early stopping, warm-up, bf16, seeds) with a few flags more, its VARIANT: `--sora-rule paper` for the
-authors' rule, `--r 2` for a LoRA of rank 2, and so on; at the rate the suite chose for the variant's method
-(Sparse LoRA 1e-3, LoRA 3e-4). The variant "ours" is the suite's own Sparse LoRA row and LoRA r = 8 its LoRA
-row: they are read from docs/glue/cells/, not run again. The cells are docs/glue/sora-cells/<variant>-<task>-
-lr<lr>-s<seed>.json, in glue_cells.py's format. Order: breadth-first over STUDY_TASKS, seed 0 of every variant
+authors' rule, `--r 2` for a LoRA of rank 2, and so on; at its own rate, or the one the suite chose for
+its method. The rows "ours" and "lora-r8" are the suite's own Sparse LoRA and LoRA rows, read from
+docs/glue/cells/, and "old rule" its first Sparse LoRA row (docs/glue/sparse-lora-old-rule-cells/): they
+are not run again. The cells are docs/glue/sora-cells/<variant>-<task>-lr<lr>-s<seed>.json, in
+glue_cells.py's format. Order: breadth-first over STUDY_TASKS, seed 0 of every variant
 first, then seed 1, then seed 2. Used by hand only: the tests never download anything.
 """
 
@@ -40,28 +41,34 @@ class Variant(NamedTuple):
 
 
 SCHEDULE_STAGES = 7  # the authors' lambda_num in run_glue_sora_schedule_dense.sh
+PAPER_LR = 1e-3  # the authors' rule runs at the rate of the suite's first Sparse LoRA row (OLD_RULE_LR)
+OURS_LR = 3e-4  # our rule at LoRA's, as the suite's row runs it (glue_recipe.SAME_RATE)
 VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
-    "sora-paper": Variant("sparse_lora", ("--sora-rule", "paper"), "Sparse LoRA, the authors' rule (c = 10)"),
+    "sora-paper": Variant("sparse_lora", ("--sora-rule", "paper"), "Sparse LoRA, the authors' rule (c = 10)", PAPER_LR),
     "lora-r4": Variant("lora", ("--r", "4"), "LoRA, r = 4"),
     "lora-r2": Variant("lora", ("--r", "2"), "LoRA, r = 2"),
     "lora-r1": Variant("lora", ("--r", "1"), "LoRA, r = 1"),
-    "sora-paper-c3": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "3"), "the authors' rule, c = 3"),
-    "sora-paper-c1": Variant("sparse_lora", ("--sora-rule", "paper", "--sora-l1", "1"), "the authors' rule, c = 1"),
-    **{  # the same, judging no gate in the first quarter of the run, while every rank is still being built
+    **{
+        f"sora-paper-c{c}": Variant(
+            "sparse_lora", ("--sora-rule", "paper", "--sora-l1", c), f"the authors' rule, c = {c}", PAPER_LR
+        )
+        for c in ("3", "1")
+    },
+    **{  # ours, judging no gate in the first quarter of the run, while every rank is still being built
         f"sora-ours-late-lam{lam}": Variant(
             "sparse_lora",
             ("--sora-rule", "ours+judge_late", "--sparse-lambda", lam),
             f"ours judging late, λ = {lam}",
-            3e-4,
+            OURS_LR,
         )
         for lam in ("3e-3", "1e-2")
     },
     **{  # our rule at LoRA's rate, λ 10, 33 and 100 times the old default
-        f"sora-ours-lam{lam}": Variant("sparse_lora", ("--sparse-lambda", lam), f"ours, λ = {lam}, lr 3e-4", 3e-4)
+        f"sora-ours-lam{lam}": Variant("sparse_lora", ("--sparse-lambda", lam), f"ours, λ = {lam}", OURS_LR)
         for lam in ("3e-3", "1e-2", "3e-2")
     },
     "sora-paper-xi1e-4": Variant(
-        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4"
+        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4", PAPER_LR
     ),
     "sora-schedule": Variant(  # their schedule script: c = 1e-3, ξ from 0 to 7e-4 in 7 stages, no early stop
         "sparse_lora",
@@ -80,9 +87,14 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
             "{stage}",
         ),
         "the authors' sparsifying scheduler (ξ 0 → 7e-4)",
+        PAPER_LR,
     ),  # fmt: skip
 }
 SUITE_ROWS = {"ours": "sparse_lora", "lora-r8": "lora"}  # read from the suite's cells: its own rows
+OLD_RULE_CELLS = ROOT / "docs" / "glue" / "sparse-lora-old-rule-cells"  # the suite's first Sparse LoRA row
+OLD_RULE_LR = 1e-3  # the rate that row was run at
+SUITE_LABELS = {"ours": "Sparse LoRA, the default (the converged row)",
+                "old rule": f"Sparse LoRA, the first rule (λ = 3e-4, lr {OLD_RULE_LR:g})"}  # fmt: skip
 
 
 def study_command(variant: str, task: str, lr: float, seed: int, quick: bool = False) -> list[str]:
@@ -123,8 +135,10 @@ def rows(cells: dict, suite: dict) -> dict[str, dict[str, list[dict]]]:
     rates = chosen_rates(suite)
     out = {v: {t: [c for k, c in cells.items() if k[0] == v and k[1] == t] for t in STUDY_TASKS} for v in VARIANTS}
     for row, method in SUITE_ROWS.items():
-        out[row] = {t: [c for k, c in suite.items() if k[0] == method and k[1] == t and k[2] == rates[method]]
+        out[row] = {t: [c for k, c in suite.items() if k[0] == method and k[1] == t and k[2] == rates.get(method)]
                     for t in STUDY_TASKS}  # fmt: skip
+    old = glue_cells.read(OLD_RULE_CELLS)
+    out["old rule"] = {t: [c for k, c in old.items() if k[1] == t and k[2] == OLD_RULE_LR] for t in STUDY_TASKS}
     return out
 
 
@@ -164,7 +178,7 @@ def plot_frontier(cells: dict, suite: dict, figures: Path = FIGURES) -> Path:
             ax.errorbar(xs, ys, yerr=errors, fmt="-o", color="C0", label="LoRA, r = 1, 2, 4, 8", capsize=3)
         others = sorted((k, v) for k, v in points.items() if not k.startswith("lora-") and k != "sora-schedule")
         for i, (row, (x, y, e)) in enumerate(others):
-            label = "Sparse LoRA, ours (the converged row)" if row == "ours" else VARIANTS[row].what
+            label = SUITE_LABELS.get(row) or VARIANTS[row].what
             ax.errorbar([x], [y], yerr=[e], fmt="s", color=f"C{i + 1}", label=label, capsize=3)
         schedule = [c for (v, t, _, s), c in cells.items() if v == "sora-schedule" and t == task and s == 0]
         for cell in schedule:  # one run: the validation at each stage's end, at the ranks it kept then
