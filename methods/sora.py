@@ -43,6 +43,8 @@ its own (`--sora-rule ours-regrowth` is ours without regrowth, `paper+ones` the 
     trained as if its gate were 1 (a term with value 0 and that gradient), in the output directions the
     kept ranks do not span. It returns when its gain reaches λ.
   - "train_weight_decay": A and B decay at train.py's --weight-decay (0.01), not the authors' 0.1.
+One more can be added (`ours+judge_late`): "judge_late" judges no gate in the first JUDGE_FROM of the run,
+so that every rank's B is built before any gate is judged by its gradient.
 The measurements behind each are in docs/sparse_lora.md.
 """
 
@@ -320,7 +322,8 @@ class SoRAHooks(TrainingHooks):
         self.total_steps = total_steps  # the run's length: under "judge_late" no gate is judged in its first share
         self.sparsify = sparsify  # ξ raised in stages over the run, or None: ξ as the layers were made with
         self.xi_start: float | None = None  # the layers' own ξ, where a schedule starts from
-        self.start = PruningStart()  # when judging starts: step 0, or under "judge_after_fall" once the loss fell
+        self.start = PruningStart()  # under "judge_after_fall", when the training loss fell
+        self.judged_from: int | None = None  # the first step any gate was judged at; None: not yet
         self.xi: list[float] | None = None  # [min, median, max] of the last ξ (constant, or per gate under "adam")
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
@@ -340,22 +343,27 @@ class SoRAHooks(TrainingHooks):
 
     def after_step(self, model, optimizer, step, loss):
         rule = rule_of(model)
-        if step < rule.judge_from * self.total_steps:
-            return None
-        if rule.judge_after_fall:
-            if not self.start.update(loss, warmed_up=step >= self.warmup_steps):
-                return None
-        elif self.start.started_at is None:
-            self.start.started_at = step  # the paper: from the first step
+        fell = self.start.update(loss, warmed_up=step >= self.warmup_steps) if rule.judge_after_fall else True
+        if not fell or step < rule.judge_from * self.total_steps:
+            return None  # not yet: the paper judges from the first step
+        first = self.judged_from is None
+        self.judged_from = step if first else self.judged_from
         if self.sparsify:  # the stage's ξ, in every layer
             layers = sora_layers(model).values()
             self.xi_start = self.xi_start if self.xi_start is not None else next(iter(layers)).sparse_lambda
             for layer in layers:
                 layer.sparse_lambda = self.sparsify.xi(self.xi_start, step)
         self.xi = proximal_step(model, optimizer)  # g <- T_ξ(g)
-        if rule.judge_after_fall and self.start.started_at == step:
-            return f"step {step}: the training loss has fallen; Sparse LoRA starts judging its gates"
+        if first and step > 0:
+            return f"step {step}: Sparse LoRA starts judging its gates ({self.waited_for(rule)})"
         return None
+
+    def waited_for(self, rule: SoRARule) -> str:
+        """Why judging started only now: the loss's fall, the rule's share of the run, or both."""
+        reasons = [f"the training loss fell at step {self.start.started_at}"] if rule.judge_after_fall else []
+        if rule.judge_from:
+            reasons.append(f"{rule.judge_from:.0%} of the run has passed")
+        return " and ".join(reasons)
 
     def log(self, model):
         layers = sora_layers(model).values()
@@ -368,7 +376,7 @@ class SoRAHooks(TrainingHooks):
         return {
             "sparse_lora_gates": gate_report(model),  # effective rank per module
             "zero_gate_share": zero_gate_share(model),
-            "pruning_started_at": self.start.started_at,  # None: never judged (the training loss never fell)
+            "pruning_started_at": self.judged_from,  # None: never judged (the training loss never fell)
             "gate_spread": gate_spread(model) | {"xi": self.xi},  # [min, median, max] at the end
         }
 
@@ -383,8 +391,14 @@ class SoRAHooks(TrainingHooks):
         )
 
     def state_dict(self):
-        return {"pruning": asdict(self.start), "xi": self.xi, "xi_start": self.xi_start}
+        return {
+            "pruning": asdict(self.start),
+            "judged_from": self.judged_from,
+            "xi": self.xi,
+            "xi_start": self.xi_start,
+        }
 
     def load_state_dict(self, state):
         self.start = PruningStart(**state["pruning"]) if "pruning" in state else PruningStart()
+        self.judged_from = state.get("judged_from", self.start.started_at)  # older checkpoints: the fall's step
         self.xi, self.xi_start = state.get("xi"), state.get("xi_start")

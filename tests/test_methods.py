@@ -407,12 +407,16 @@ def test_each_departure_is_a_switch_and_ours_without_them_is_the_paper():
         methods.sora.parse_rule("mine")
 
 
-def test_judge_late_judges_no_gate_in_the_first_share_of_the_run():
-    """Under "judge_late" the gates learn but no gate is thresholded until JUDGE_FROM of the run has passed."""
-    steps = 8
+@pytest.mark.parametrize("rule", ["paper+judge_late", "ours+judge_late"])
+def test_judge_late_judges_no_gate_in_the_first_share_of_the_run(rule):
+    """Under "judge_late" the gates learn but no gate is thresholded until JUDGE_FROM of the run has passed;
+    with "judge_after_fall" too, a loss that fell before then starts judging then (its fall is not missed)."""
+    steps = 40
     first = math.ceil(methods.sora.JUDGE_FROM * steps)  # the first step judged
     torch.manual_seed(0)
-    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=0.1, rule="paper+judge_late")
+    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=0.1, rule=rule)
+    with torch.no_grad():
+        layer.lora_B.normal_()
     hooks = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=steps)
     optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=1e-2)
     for step in range(steps):
@@ -420,9 +424,10 @@ def test_judge_late_judges_no_gate_in_the_first_share_of_the_run():
         optimizer.step()
         optimizer.zero_grad()
         stepped = layer.gate.detach().clone()
-        hooks.after_step(layer, optimizer, step, 0.0)
+        said = hooks.after_step(layer, optimizer, step, 1.0 - 0.02 * step)  # a loss falling from the start
         assert torch.equal(layer.gate, stepped) == (step < first), step  # T_ξ changes the gates from `first` on
-    assert 0 < first < steps and hooks.start.started_at == first
+        assert (said is not None) == (step == first) and (said is None or "25% of the run" in said)
+    assert hooks.report(layer)["pruning_started_at"] == first
 
 
 def test_a_cut_gate_stays_cut_under_the_paper_rule_once_a_step_is_below_xi():
