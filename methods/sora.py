@@ -43,8 +43,12 @@ its own (`--sora-rule ours-regrowth` is ours without regrowth, `paper+ones` the 
     trained as if its gate were 1 (a term with value 0 and that gradient), in the output directions the
     kept ranks do not span. It returns when its gain reaches λ.
   - "train_weight_decay": A and B decay at train.py's --weight-decay (0.01), not the authors' 0.1.
-One more can be added (`ours+judge_late`): "judge_late" judges no gate in the first JUDGE_FROM of the run,
-so that every rank's B is built before any gate is judged by its gradient.
+Two more can be added (`ours+judge_late+settle`):
+  - "judge_late": no gate is judged in the first JUDGE_FROM of the run, so that every rank's B is built
+    before any gate is judged by its gradient.
+  - "settle": after SETTLE_FROM of the run the ranks are fixed: a cut gate is held at 0, no threshold or
+    L1 term touches the kept ones, and they train without the penalty's pull towards 0 for the rest of
+    the run (the relaxed lasso, Meinshausen 2007: select with the penalty, then fit without it).
 The measurements behind each are in docs/sparse_lora.md.
 """
 
@@ -64,6 +68,7 @@ DEFAULT_RULE = "ours"  # --sora-rule
 START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
 GATE_LR_SCALE = 10.0  # the gates' learning rate under "fast_gates", in multiples of the adapters'
 JUDGE_FROM = 0.25  # under "judge_late", the share of the run's steps before any gate is judged
+SETTLE_FROM = 0.5  # under "settle", the share of the run after which the kept ranks are fixed
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class SoRARule:
     gate_lr_scale: float = 1.0  # the gates' learning rate, in multiples of the adapters'
     judge_after_fall: bool = False  # judge only after the warm-up and a fall of the loss (PruningStart)
     judge_from: float = 0.0  # the share of the run's steps before any gate is judged (0: from the first step)
+    judge_until: float = 1.0  # the share after which no gate is judged: cut ranks stay cut, kept ones train freely
     regrow: bool = False  # a cut rank keeps learning through the ghost term, and may come back
     adapter_weight_decay: float | None = 0.1  # AdamW's weight decay on A, B (and a head); None: --weight-decay
 
@@ -88,6 +94,7 @@ DEPARTURES = {  # this project's departures from the paper: name -> (the field i
     "fast_gates": ("gate_lr_scale", GATE_LR_SCALE),
     "judge_after_fall": ("judge_after_fall", True),
     "judge_late": ("judge_from", JUDGE_FROM),
+    "settle": ("judge_until", SETTLE_FROM),
     "regrowth": ("regrow", True),
     "train_weight_decay": ("adapter_weight_decay", None),
 }
@@ -325,6 +332,7 @@ class SoRAHooks(TrainingHooks):
         self.start = PruningStart()  # under "judge_after_fall", when the training loss fell
         self.judged_from: int | None = None  # the first step any gate was judged at; None: not yet
         self.xi: list[float] | None = None  # [min, median, max] of the last ξ (constant, or per gate under "adam")
+        self.settled: dict[str, list[bool]] | None = None  # under "settle", once fixed: each module's cut ranks
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
         """The adapters (and a task head) with the rule's weight decay; the gates without it (the L1 penalty
@@ -339,10 +347,12 @@ class SoRAHooks(TrainingHooks):
         return [group for group in groups if group["params"]]
 
     def loss_term(self, model):
-        return l1_term(model)  # c Σ|g| / (number of gates); 0 under "no_l1"
+        return 0.0 if self.settled else l1_term(model)  # c Σ|g| / (number of gates); 0 under "no_l1"
 
     def after_step(self, model, optimizer, step, loss):
         rule = rule_of(model)
+        if rule.judge_until < 1 and step >= rule.judge_until * self.total_steps:  # "settle": the ranks are fixed
+            return self.hold_cut_ranks(model) if self.settled is not None else self.settle(model, step)
         fell = self.start.update(loss, warmed_up=step >= self.warmup_steps) if rule.judge_after_fall else True
         if not fell or step < rule.judge_from * self.total_steps:
             return None  # not yet: the paper judges from the first step
@@ -354,9 +364,22 @@ class SoRAHooks(TrainingHooks):
             for layer in layers:
                 layer.sparse_lambda = self.sparsify.xi(self.xi_start, step)
         self.xi = proximal_step(model, optimizer)  # g <- T_ξ(g)
+        if rule.judge_until < 1 and step + 1 >= rule.judge_until * self.total_steps:  # the last step judged: fix them
+            return self.settle(model, step)
         if first and step > 0:
             return f"step {step}: Sparse LoRA starts judging its gates ({self.waited_for(rule)})"
         return None
+
+    def settle(self, model: nn.Module, step: int) -> str:
+        """Under "settle": the ranks cut now are cut for good (hold_cut_ranks), the kept ones are free."""
+        self.settled = {name: (layer.gate == 0).tolist() for name, layer in sora_layers(model).items()}
+        return f"step {step}: Sparse LoRA has fixed its ranks; the kept ones train without the penalty from now on"
+
+    @torch.no_grad()
+    def hold_cut_ranks(self, model: nn.Module) -> None:
+        """Put back at 0 every gate cut when the ranks were fixed, which AdamW's step moved off it."""
+        for name, layer in sora_layers(model).items():
+            layer.gate.masked_fill_(torch.tensor(self.settled[name]), 0.0)  # g_i = 0 for every cut rank i
 
     def waited_for(self, rule: SoRARule) -> str:
         """Why judging started only now: the loss's fall, the rule's share of the run, or both."""
@@ -396,9 +419,11 @@ class SoRAHooks(TrainingHooks):
             "judged_from": self.judged_from,
             "xi": self.xi,
             "xi_start": self.xi_start,
+            "settled": self.settled,
         }
 
     def load_state_dict(self, state):
         self.start = PruningStart(**state["pruning"]) if "pruning" in state else PruningStart()
         self.judged_from = state.get("judged_from", self.start.started_at)  # older checkpoints: the fall's step
         self.xi, self.xi_start = state.get("xi"), state.get("xi_start")
+        self.settled = state.get("settled")

@@ -430,6 +430,36 @@ def test_judge_late_judges_no_gate_in_the_first_share_of_the_run(rule):
     assert hooks.report(layer)["pruning_started_at"] == first
 
 
+def test_settle_fixes_the_ranks_and_frees_the_kept_ones():
+    """Under "settle", from SETTLE_FROM of the run on: every gate cut by then stays 0 whatever AdamW does to
+    it, and the kept gates get no threshold and no L1 term (AdamW's step alone)."""
+    steps = 12
+    settle = math.ceil(methods.sora.SETTLE_FROM * steps)  # the first step not judged
+    torch.manual_seed(0)
+    layer = SoRALinear(torch.nn.Linear(6, 5), r=4, alpha=4, dropout=0.0, sparse_lambda=0.1, rule="paper+settle")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    hooks = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=steps)
+    optimizer = torch.optim.AdamW(hooks.param_groups(layer, weight_decay=0.01), lr=0.05)
+    moved = False
+    for step in range(steps):
+        loss = (layer(torch.randn(8, 6)) * torch.randn(8, 5)).mean() + hooks.loss_term(layer)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stepped = layer.gate.detach().clone()
+        said = hooks.after_step(layer, optimizer, step, loss.item())
+        if step == settle - 1:  # the last step judged
+            cut = layer.gate == 0
+            assert 0 < int(cut.sum()) < 4 and said is not None and "fixed its ranks" in said
+            assert hooks.loss_term(layer) == 0.0
+        if step >= settle:
+            moved |= bool((stepped[cut] != 0).any())  # AdamW moves a cut gate off 0 ...
+            assert torch.equal(layer.gate == 0, cut), step  # ... and it is put back: the cut stay cut
+            assert torch.equal(layer.gate[~cut], stepped[~cut]), step  # no threshold on the kept ones
+    assert moved
+
+
 def test_a_cut_gate_stays_cut_under_the_paper_rule_once_a_step_is_below_xi():
     """A zero gate gets no gradient from |g| (its subgradient at 0 is 0), only the task's; AdamW moves it by
     about lr (here exactly: 20 steps of a fresh AdamW, whose first step is lr · sign(gradient)), and T_ξ

@@ -54,6 +54,13 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
         )
         for c in ("3", "1")
     },
+    **{  # ours, the ranks fixed at half the run and trained without the penalty after (the relaxed lasso)
+        name: Variant("sparse_lora", ("--sora-rule", rule, "--sparse-lambda", "3e-3"), what, OURS_LR)
+        for name, rule, what in (
+            ("sora-ours-settle", "ours+settle", "ours, ranks fixed at half the run, λ = 3e-3"),
+            ("sora-ours-late-settle", "ours+judge_late+settle", "ours, judged from 1/4 to 1/2 of the run, λ = 3e-3"),
+        )
+    },
     **{  # ours, judging no gate in the first quarter of the run, while every rank is still being built
         f"sora-ours-late-lam{lam}": Variant(
             "sparse_lora",
@@ -63,13 +70,10 @@ VARIANTS = {  # a flag "{stage}" is the run's cap over SCHEDULE_STAGES, in steps
         )
         for lam in ("3e-3", "1e-2")
     },
-    **{  # our rule at LoRA's rate, λ 10, 33 and 100 times the old default
+    **{  # our rule at LoRA's rate, λ 10 and 33 times the old default
         f"sora-ours-lam{lam}": Variant("sparse_lora", ("--sparse-lambda", lam), f"ours, λ = {lam}", OURS_LR)
-        for lam in ("3e-3", "1e-2", "3e-2")
+        for lam in ("3e-3", "1e-2")
     },
-    "sora-paper-xi1e-4": Variant(
-        "sparse_lora", ("--sora-rule", "paper", "--sparse-lambda", "1e-4"), "the authors' rule, ξ = 1e-4", PAPER_LR
-    ),
     "sora-schedule": Variant(  # their schedule script: c = 1e-3, ξ from 0 to 7e-4 in 7 stages, no early stop
         "sparse_lora",
         (
