@@ -7,7 +7,7 @@
     model = methods.load_adapter(base_model, out_dir) # method and hyper-parameters come from the config
     methods.merge(model); methods.unmerge(model)      # fold the adapters into W0, and back exactly
     methods.merge_and_unload(model)                   # fold them in for good: the plain base architecture
-    hooks = methods.training_hooks("lora", warmup_steps=100)  # what the method adds to train.py's loop
+    hooks = methods.training_hooks("lora", warmup_steps=100, total_steps=1000)  # what it adds to the loop
 
 Files: base.py (the shared wrapper and merging), lora.py, sora.py (Sparse LoRA), hira.py, dora.py, qlora.py
 (a 4-bit base under LoRA or DoRA), full.py (full fine-tuning, the reference: no adapter), inject.py

@@ -110,7 +110,7 @@ def apply(
 
 
 def training_hooks(
-    method: str, warmup_steps: int, total_steps: int = 0, sparsify: Sparsify | None = None
+    method: str, warmup_steps: int, total_steps: int, sparsify: Sparsify | None = None
 ) -> TrainingHooks:
     """What `method` adds to the training loop (methods/hooks.py) of a run of `total_steps`: Sparse LoRA its
     gates (and, given `sparsify`, its threshold raised in stages), the others nothing."""

