@@ -124,7 +124,7 @@ def test_short_run_per_method(method, tiny_model_dir, corpus, tmp_path):
         assert metrics["zero_gate_share"] == pytest.approx(1 - sum(ranks) / (8 * len(ranks)))
         logged = {row["step"]: row["ranks"] for row in read_log(out) if row["split"] == "train"}  # gates over training
         assert logged[metrics["best_step"]] == ranks  # the report is of the best adapter, the one saved
-        assert 5 <= metrics["pruning_started_at"] <= 8  # the loss falls from the start: judged soon after the warm-up
+        assert metrics["pruning_started_at"] == 15  # judged from a quarter of the run (60 steps)
     adapter = out / "adapter_model.safetensors"
     assert metrics["exported_file_bytes"] == adapter.stat().st_size
     assert metrics["exported_params"] == sum(t.numel() for t in load_file(str(adapter)).values())
