@@ -109,9 +109,7 @@ def apply(
     return model
 
 
-def training_hooks(
-    method: str, warmup_steps: int, total_steps: int, sparsify: Sparsify | None = None
-) -> TrainingHooks:
+def training_hooks(method: str, warmup_steps: int, total_steps: int, sparsify: Sparsify | None = None) -> TrainingHooks:
     """What `method` adds to the training loop (methods/hooks.py) of a run of `total_steps`: Sparse LoRA its
     gates (and, given `sparsify`, its threshold raised in stages), the others nothing."""
     return SoRAHooks(warmup_steps, total_steps, sparsify) if method == "sparse_lora" else TrainingHooks()

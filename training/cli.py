@@ -163,9 +163,9 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
         "--sora-rule",
         default=None,
         help="sparse_lora: how gates start, learn and are cut: 'paper' (the authors' code: randn gates, an L1 term "
-        "in the loss, a constant ξ from step 0, weight decay 0.1) or 'ours' (default: the paper plus every departure "
-        f"in methods/sora.py: {', '.join(methods.sora.DEPARTURES)}); add or remove one with +name or -name, "
-        "e.g. ours-regrowth",
+        "in the loss, a constant ξ from step 0, weight decay 0.1) or 'ours' (default: the paper plus "
+        f"{', '.join(methods.sora.OURS)}); add or remove a departure ({', '.join(methods.sora.DEPARTURES)}) "
+        "with +name or -name, e.g. ours-settle",
     )
     p.add_argument(
         "--sora-l1",
