@@ -114,7 +114,8 @@ def tiny_runs(tiny_model_dir, corpus, tmp_path_factory):
             "4",
         ]
         if method == "sparse_lora":
-            args += ["--sparse-lambda", "1e-1"]  # some gates cut in 4 steps
+            first_rule = "ours-judge_late-settle+judge_after_fall"  # judges every step after the fall: gates cut in 4
+            args += ["--sora-rule", first_rule, "--sparse-lambda", "1e-1"]
         assert train.main(train_args(tiny_model_dir, corpus, out, *args)) == 0
         runs[method] = out
     return runs
