@@ -14,48 +14,31 @@ A gate that crosses zero is set to *exactly* 0, and the rank-1 component B[:, i]
 drops out of ΔW; nnz(g) is the module's effective rank. At export the zero ranks are cut out and g and the
 scaling are folded into B: a plain, smaller LoRA (methods/peft_format.py).
 
-The rule, as the authors' code runs it (SoRARule's defaults: `--sora-rule paper`): g starts randn; the loss
-gets c * Σ|g| / (number of gates), c = 10; the gates learn at the adapters' rate without weight decay, A and
-B with weight decay 0.1; after every AdamW step from step 0, the constant ξ = 3e-4. A cut gate is not
-frozen: |g| has no gradient at 0 but the task's has, AdamW moves the gate by about lr, and T_ξ cuts it again
-only while that step is below ξ (so while lr > ξ a cut gate may come back). (Their code zeroes every gate within
-2ξ of zero after subtracting ξ, a quirk of its three masked assignments; this file uses T_ξ as the paper
-writes it. The difference is one ξ, 3e-4 of a gate.)
-
-Why the paper's rule does not learn ranks here: AdamW moves every gate by about lr whatever its gradient,
-and g B_i is what the model uses, so B_i grows as g shrinks and the task barely resists. A gate dies once
-the ξ summed over the run reaches the size it was drawn at: on converged GLUE runs the ranks kept were
-mostly those whose gate was drawn largest (docs/sparse_lora.md, `tests/benchmarks/sora_survival.py`).
+The paper's rule, as the authors' code runs it (SoRARule's defaults, `--sora-rule paper`): g starts randn,
+the loss gets c * Σ|g| / (number of gates) with c = 10, the gates learn at the adapters' rate, A and B
+decay by 0.1, and ξ = 3e-4 from the first step. Under AdamW every gate moves by about lr whatever its
+gradient, and B_i can grow as g_i shrinks, so a gate dies once the summed ξ reaches the size it was drawn
+at: the ranks kept are mostly those drawn largest (tests/benchmarks/sora_survival.py).
 
 This project's rule (`--sora-rule ours`, the default) is the paper plus the departures in OURS, each a
-switch of its own in DEPARTURES (`ours-settle` is ours without "settle", `paper+ones` the paper's with ones):
-  - "ones": g starts at ones, so at step 0 SoRA *is* LoRA, and λ = 0 is exactly LoRA with a per-rank scale.
-  - "adam_threshold": the threshold in Adam's own metric, so that a gate is cut by need, not by the summed
-    learning rate. The proximal step with Adam's diagonal preconditioner (Yun, Lozano, Yang, NeurIPS 2021,
-    Eq. 3):
+switch in DEPARTURES (`ours-settle` is ours without "settle", `paper+ones` the paper's with ones):
+  - "ones": g starts at ones, so at step 0 SoRA *is* LoRA.
+  - "adam_threshold": the proximal step in Adam's metric (Yun, Lozano, Yang, NeurIPS 2021, Eq. 3), so a
+    gate is cut by need, not by the summed learning rate; --sparse-lambda is then λ (default 3e-3):
 
         g <- sign(g) * max(|g| - lr * λ / (sqrt(v̂) + ε), 0)       v̂: AdamW's bias-corrected E[(∂L/∂g)^2]
 
-    Its fixed points are those of L + λ ||g||_1 whatever the learning rate: a gate stays non-zero only
-    while the mean loss gradient on it reaches λ. --sparse-lambda is then λ, not ξ (default 3e-3).
   - "no_l1": no L1 term in the loss (the threshold is the whole penalty).
-  - "fast_gates": the gates learn GATE_LR_SCALE = 10 times faster than A and B: the fixed points do not
-    depend on the rate, the time to reach them does.
-  - "judge_late": no gate is judged in the first JUDGE_FROM (a quarter) of the run. A gate's gradient is
-    B_iᵀ ∂L/∂h times A_i x: while a rank's B is still small its gradient is too, and judged then, a rank
-    the task needs is cut (on STS-B, judged from the warm-up's end, 58% of the ranks went within 100
-    steps; test Pearson 84.1, against 85.1 judged from a quarter of the run; one seed each).
-  - "regrowth": a cut rank keeps learning, so that one cut too early can come back: its column of B is
-    trained as if its gate were 1 (a term with value 0 and that gradient), in the output directions the
-    kept ranks do not span. It returns when its gain reaches λ.
-  - "settle": after SETTLE_FROM (half) of the run the ranks are fixed: a cut gate is held at 0, no
-    threshold touches the kept ones, and they train without the penalty's pull towards 0 (the relaxed
-    lasso, Meinshausen 2007: select with the penalty, then fit without it). Without it the threshold fades
-    with the learning rate and, with regrowth, every cut rank may come back by the end of a long run.
+  - "fast_gates": the gates learn GATE_LR_SCALE = 10 times faster than A and B.
+  - "judge_late": no gate is judged in the run's first JUDGE_FROM. A gate's gradient is B_iᵀ ∂L/∂h times
+    A_i x, small while B_i is: judged then, a rank the task needs is cut.
+  - "regrowth": a cut rank's column of B keeps learning (a term with value 0), outside the kept ranks'
+    output directions, so a rank cut too early can come back.
+  - "settle": at SETTLE_FROM of the run the ranks are fixed: cut gates held at 0, the kept ones trained
+    without the penalty (the relaxed lasso, Meinshausen 2007: select with it, then fit without it).
   - "train_weight_decay": A and B decay at train.py's --weight-decay (0.01), not the authors' 0.1.
-One more can be added: "judge_after_fall" (`ours+judge_after_fall`) also waits for the training loss to
-fall by more than its noise (PruningStart); on CoLA's slow fall it never fired, and nothing was judged.
-The measurements behind each are in docs/sparse_lora.md.
+"judge_after_fall" can be added: wait, too, for the training loss to fall by more than its noise.
+The measurements behind each choice are in docs/sparse_lora.md.
 """
 
 import math

@@ -617,10 +617,12 @@ def test_the_pruning_start_survives_a_checkpoint():
     hooks = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=10)
     for loss in (0.7, 0.6, 0.5, 0.4):
         hooks.start.update(loss, warmed_up=True)
+    hooks.judged_from, hooks.settled = 3, {"layers.0.attention.query": [True, False]}  # judged, then fixed
     saved = json.loads(json.dumps(hooks.state_dict()))  # as state.json stores it
     resumed = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=10)
     resumed.load_state_dict(saved)
     assert resumed.start == hooks.start and resumed.start.steps == 4
+    assert resumed.judged_from == 3 and resumed.settled == hooks.settled  # a resumed run keeps its cut ranks cut
     older = methods.training_hooks("sparse_lora", warmup_steps=0, total_steps=10)
     older.load_state_dict({"step": 7})  # a checkpoint from before the start was recorded
     assert older.start.steps == 0
