@@ -134,7 +134,9 @@ def save_adapter(model: Encoder, out_dir) -> Path:
                 lam = config.options.get("sparse_lambda")
                 raise AdapterError(
                     f"every gate of the Sparse LoRA adapter is zero (sparse_lambda = {lam} pruned every rank): it "
-                    "equals the base model, nothing to save; train again with a smaller sparse_lambda (--sparse-lambda)"
+                    "equals the base model, nothing to save. The gates were judged before the task's signal reached "
+                    "them (a short run whose loss had not yet fallen) or the penalty is too strong: train again "
+                    "longer (--max-steps), at a higher --lr, or with a smaller --sparse-lambda"
                 )
         file_config = {
             "peft_type": "LORA",
