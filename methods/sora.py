@@ -38,7 +38,8 @@ switch in DEPARTURES (`ours-settle` is ours without "settle", `paper+ones` the p
     without the penalty (the relaxed lasso, Meinshausen 2007: select with it, then fit without it).
   - "train_weight_decay": A and B decay at train.py's --weight-decay (0.01), not the authors' 0.1.
 "judge_after_fall" can be added: wait, too, for the training loss to fall by more than its noise.
-The measurements behind each choice are in docs/sparse_lora.md.
+On five converged GLUE tasks it exports 58% of LoRA's parameters, at LoRA's score on three and below it
+on SST-2 and CoLA: no better than a smaller fixed LoRA. The measurements are in docs/sparse_lora.md.
 """
 
 import math
